@@ -1,0 +1,284 @@
+"""Command line: argument parsing only. Every subcommand calls the Python API.
+
+    clpft mine  --data DIR --out train.jsonl
+    clpft train --train train.jsonl --out MODEL_DIR
+    clpft eval  --data DIR --model M --out metrics.json
+    clpft run   --data DIR --out RUN_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import sys
+from collections.abc import Sequence
+
+from clpft.errors import ClpftError
+
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_model(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument(
+        "--model",
+        required=required,
+        default=None,
+        help="local model folder or hub id (e.g. BAAI/bge-m3); default: the packaged all-MiniLM-L6-v2",
+    )
+
+
+def _add_common(parser: argparse.ArgumentParser, defaults) -> None:
+    group = parser.add_argument_group("lengths and encoding")
+    group.add_argument("--query-max-tokens", type=_positive_int, default=defaults.query_max_tokens,
+                       help="query length limit in tokens (capped by the model's max_seq_length)")
+    group.add_argument("--passage-max-tokens", type=_positive_int, default=defaults.passage_max_tokens,
+                       help="passage length limit in tokens (capped by the model's max_seq_length)")
+    group.add_argument("--encode-batch-size", type=_positive_int, default=64, help="batch size when encoding")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (sampling, shuffling, init)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings and results only")
+
+
+def _add_mining(parser: argparse.ArgumentParser, defaults) -> None:
+    group = parser.add_argument_group("mining (data selection)")
+    group.add_argument("--strategy", choices=("ance", "random"), default="ance",
+                       help="ance: top-ranked unlabelled documents by the base model; random: uniform (baseline)")
+    group.add_argument("--num-negatives", type=_positive_int, default=defaults.num_negatives,
+                       help="negatives per query")
+    group.add_argument("--rank-from", type=int, default=0, help="first rank (0-based) a negative may come from")
+    group.add_argument("--rank-to", type=_positive_int, default=50, help="ranks searched for negatives: rank-from..rank-to-1")
+    group.add_argument("--max-score-ratio", type=float, default=None,
+                       help="false-negative control: drop candidates scoring above R x the query's best positive "
+                            "(off by default, as in the paper)")
+    group.add_argument("--max-train-queries", type=_positive_int, default=None,
+                       help="use a seeded sample of this many training queries (quick runs)")
+
+
+def _add_training(parser: argparse.ArgumentParser, defaults) -> None:
+    group = parser.add_argument_group("training (defaults: the paper's best row, CLP + MoE on the intermediate layers)")
+    group.add_argument("--loss", choices=("clp", "infonce"), default=defaults.loss, help="training loss")
+    group.add_argument("--penalty-weight", type=float, default=defaults.penalty_weight, help="CLP's lambda")
+    group.add_argument("--temperature", type=float, default=defaults.temperature, help="tau of InfoNCE and CLP")
+    group.add_argument("--moe", choices=("none", "intermediate", "output"), default=defaults.moe,
+                       help="upcycle this FFN dense layer of every transformer layer into experts")
+    group.add_argument("--num-experts", type=_positive_int, default=defaults.num_experts, help="experts per MoE layer")
+    group.add_argument("--experts-per-token", type=_positive_int, default=defaults.experts_per_token,
+                       help="top-k routing: experts each token is sent to")
+    group.add_argument("--train-only", choices=("all", "intermediate", "moe"), default=defaults.train_only,
+                       help="parameters that train; the rest stay frozen")
+    group.add_argument("--lr", type=float, default=defaults.learning_rate, help="learning rate")
+    group.add_argument("--epochs", type=float, default=defaults.epochs, help="training epochs")
+    group.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size, help="queries per batch")
+    group.add_argument("--grad-accum", type=_positive_int, default=defaults.grad_accum, help="gradient accumulation steps")
+    group.add_argument("--warmup-ratio", type=float, default=defaults.warmup_ratio, help="share of steps with linear warm-up")
+    group.add_argument("--max-steps", type=int, default=defaults.max_steps,
+                       help="stop after this many optimizer steps (-1: run all epochs)")
+    group.add_argument("--max-queries-per-negative", type=_positive_int, default=defaults.max_queries_per_negative,
+                       help="own queries of one negative used by the penalty")
+
+
+def _train_config(args: argparse.Namespace):
+    from clpft.training import TrainConfig
+
+    return TrainConfig(
+        loss=args.loss,
+        moe=args.moe,
+        num_experts=args.num_experts,
+        experts_per_token=args.experts_per_token,
+        train_only=args.train_only,
+        learning_rate=args.lr,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        num_negatives=args.num_negatives,
+        query_max_tokens=args.query_max_tokens,
+        passage_max_tokens=args.passage_max_tokens,
+        penalty_weight=args.penalty_weight,
+        temperature=args.temperature,
+        warmup_ratio=args.warmup_ratio,
+        max_queries_per_negative=args.max_queries_per_negative,
+        seed=args.seed,
+        max_steps=args.max_steps,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from clpft import __version__
+    from clpft.training import TrainConfig
+
+    defaults = TrainConfig()
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="clpft",
+        description="Fine-tune text-embedding models for retrieval with the Contrastive Learning Penalty "
+        "(Yu 2024, arXiv:2412.17364): ANCE hard negatives, CLP loss, MoE upcycling.",
+        formatter_class=formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"clpft {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    mine = commands.add_parser("mine", formatter_class=formatter, help="mine hard negatives -> train.jsonl",
+                               description="Mine negatives for each training query with the model and attach "
+                               "each negative's own queries from the training qrels.")
+    mine.add_argument("--data", required=True, help="BEIR-layout dataset folder")
+    mine.add_argument("--split", default="train", help="qrels split with the training queries")
+    mine.add_argument("--out", required=True, help="training-set file to write (train.jsonl)")
+    _add_model(mine)
+    _add_mining(mine, defaults)
+    _add_common(mine, defaults)
+
+    train = commands.add_parser("train", formatter_class=formatter, help="fine-tune a model on train.jsonl",
+                                description="Fine-tune with CLP (or InfoNCE), optionally upcycling the FFN to MoE.")
+    train.add_argument("--train", required=True, help="training-set file (train.jsonl)")
+    train.add_argument("--out", required=True, help="model folder to write")
+    _add_model(train)
+    train.add_argument("--max-train-queries", type=_positive_int, default=None,
+                       help="use a seeded sample of this many training queries (quick runs)")
+    train.add_argument("--num-negatives", type=_positive_int, default=defaults.num_negatives,
+                       help="negatives per query used in training")
+    _add_training(train, defaults)
+    _add_common(train, defaults)
+
+    evaluate = commands.add_parser("eval", formatter_class=formatter, help="dense-retrieval metrics on a split",
+                                   description="nDCG@5/@10, recall@100, MRR@10 and MAP (pytrec_eval), per query too.")
+    evaluate.add_argument("--data", required=True, help="BEIR-layout dataset folder")
+    evaluate.add_argument("--split", default="test", help="qrels split to evaluate on")
+    _add_model(evaluate)
+    evaluate.add_argument("--out", default=None, help="metrics JSON file to write (mean and per-query values)")
+    evaluate.add_argument("--top-k", type=_positive_int, default=100, help="documents retrieved per query")
+    _add_common(evaluate, defaults)
+
+    run = commands.add_parser("run", formatter_class=formatter, help="mine + train + evaluate before/after",
+                              description="The whole method on one dataset: writes RUN_DIR/train.jsonl, "
+                              "RUN_DIR/model/ and RUN_DIR/metrics.json and prints a before/after table.")
+    run.add_argument("--data", required=True, help="BEIR-layout dataset folder")
+    run.add_argument("--out", required=True, help="run folder to write")
+    _add_model(run)
+    run.add_argument("--train-split", default="train", help="qrels split to mine and train on")
+    run.add_argument("--eval-split", default="test", help="qrels split to evaluate on")
+    run.add_argument("--top-k", type=_positive_int, default=100, help="documents retrieved per query")
+    _add_mining(run, defaults)
+    _add_training(run, defaults)
+    _add_common(run, defaults)
+    return parser
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(format="clpft: %(message)s", level=logging.WARNING if quiet else logging.INFO)
+    for noisy in ("sentence_transformers", "transformers", "faiss", "httpx", "datasets", "accelerate"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if not quiet else logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    if quiet:
+        os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def _cmd_mine(args: argparse.Namespace) -> None:
+    from clpft.data import load_dataset, write_train_jsonl
+    from clpft.files import write_json
+    from clpft.mining import mine_negatives
+    from clpft.models import load_model
+
+    if os.path.exists(args.out) and not args.overwrite:
+        raise ClpftError(f"{args.out} already exists (pass --overwrite to replace it)")
+    dataset = load_dataset(args.data, args.split)
+    model = load_model(args.model) if args.strategy == "ance" else None
+    limit = (model.max_seq_length if model is not None else None) or 10**9
+    examples, stats = mine_negatives(
+        model, dataset, args.num_negatives, args.rank_from, args.rank_to, args.max_score_ratio, args.strategy,
+        args.max_train_queries, args.seed, min(args.query_max_tokens, limit), min(args.passage_max_tokens, limit),
+        args.encode_batch_size, not args.quiet,
+    )
+    write_train_jsonl(args.out, examples)
+    write_json(f"{args.out}.stats.json", stats.to_json())
+    print(stats.summary())
+    print(f"wrote {args.out} ({len(examples)} queries)")
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from clpft.data import read_train_jsonl
+    from clpft.files import write_json
+    from clpft.models import load_model, save_model
+    from clpft.pipeline import peak_rss_mb
+
+    if os.path.exists(args.out) and os.listdir(args.out) and not args.overwrite:
+        raise ClpftError(f"{args.out} already exists and is not empty (pass --overwrite to replace it)")
+    examples = read_train_jsonl(args.train)
+    if args.max_train_queries is not None and args.max_train_queries < len(examples):
+        examples = random.Random(args.seed).sample(examples, args.max_train_queries)
+    model = load_model(args.model)
+    from clpft.training import train_model
+
+    result = train_model(model, examples, _train_config(args), show_progress=not args.quiet)
+    save_model(model, args.out, overwrite=args.overwrite)
+    write_json(os.path.join(args.out, "training.json"), {**result.to_json(), "peak_rss_mb": peak_rss_mb()})
+    last = result.loss_history[-1]["loss"] if result.loss_history else float("nan")
+    print(f"trained {result.optimizer_steps} steps in {result.seconds:.0f} s (last logged loss {last:.4f}); wrote {args.out}")
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from clpft.data import load_dataset
+    from clpft.evaluation import evaluate_model
+    from clpft.files import write_json
+    from clpft.models import load_model
+    from clpft.pipeline import format_table
+
+    if args.out and os.path.exists(args.out) and not args.overwrite:
+        raise ClpftError(f"{args.out} already exists (pass --overwrite to replace it)")
+    dataset = load_dataset(args.data, args.split)
+    model = load_model(args.model)
+    limit = model.max_seq_length or 10**9
+    result = evaluate_model(
+        model, dataset, args.top_k, min(args.query_max_tokens, limit), min(args.passage_max_tokens, limit),
+        args.encode_batch_size, None, not args.quiet,
+    )
+    result = {"model": args.model or "all-MiniLM-L6-v2 (packaged)", "data": args.data, **result}
+    if args.out:
+        write_json(args.out, result)
+    print(format_table({args.split: result["metrics"]}))
+
+
+def _cmd_run(args: argparse.Namespace) -> None:
+    from clpft.pipeline import RunOptions, run
+
+    run(
+        RunOptions(
+            data=args.data, out=args.out, model=args.model, train_split=args.train_split, eval_split=args.eval_split,
+            strategy=args.strategy, num_negatives=args.num_negatives, rank_from=args.rank_from, rank_to=args.rank_to,
+            max_score_ratio=args.max_score_ratio, max_train_queries=args.max_train_queries, top_k=args.top_k,
+            encode_batch_size=args.encode_batch_size, overwrite=args.overwrite, quiet=args.quiet,
+            train=_train_config(args),
+        )
+    )
+
+
+COMMANDS = {"mine": _cmd_mine, "train": _cmd_train, "eval": _cmd_eval, "run": _cmd_run}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.quiet)
+    try:
+        COMMANDS[args.command](args)
+    except ClpftError as error:
+        print(f"clpft: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("clpft: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Load a BEIR-layout retrieval folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.
+
+Every problem in the files is reported as one line, ``file:line: problem``. Qrels rows that name a
+query or document missing from the other files are counted, reported and dropped (BEIR's own
+datasets have a few), since one stale row should not stop a run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clpft.data.lines import read_jsonl, read_lines, string_field
+from clpft.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Document:
+    title: str
+    text: str
+
+    @property
+    def full_text(self) -> str:
+        """What the encoder sees: title and text, as BEIR's evaluation joins them."""
+        return f"{self.title} {self.text}".strip() if self.title else self.text
+
+
+@dataclass
+class Dataset:
+    """One split of a retrieval dataset. ``qrels[query_id][doc_id] = grade`` (grade > 0 means relevant)."""
+
+    path: Path
+    split: str
+    corpus: dict[str, Document]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    dropped_qrels: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def split_queries(self) -> dict[str, str]:
+        """The queries that have judgements in this split."""
+        return {qid: self.queries[qid] for qid in self.qrels}
+
+    def relevant(self, query_id: str) -> set[str]:
+        return {doc for doc, grade in self.qrels.get(query_id, {}).items() if grade > 0}
+
+
+def available_splits(path: str | Path) -> list[str]:
+    qrels_dir = Path(path) / "qrels"
+    return sorted(p.stem for p in qrels_dir.glob("*.tsv")) if qrels_dir.is_dir() else []
+
+
+def _skip_empty(path: Path, number: int, what: str, skipped: list[int]) -> None:
+    """Empty entries exist in real collections (Cranfield has two empty abstracts): nothing to encode,
+    so they are skipped, each reported as file:line, rather than stopping the run."""
+    skipped.append(number)
+    if len(skipped) <= 5:
+        logger.warning("%s:%d: %s is empty; skipped", path, number, what)
+
+
+def load_corpus(path: Path) -> dict[str, Document]:
+    corpus: dict[str, Document] = {}
+    skipped: list[int] = []
+    for number, obj in read_jsonl(path):
+        doc_id = string_field(path, number, obj, "_id")
+        title = string_field(path, number, obj, "title", allow_empty=True) if obj.get("title") is not None else ""
+        text = string_field(path, number, obj, "text", allow_empty=True)
+        if doc_id in corpus:
+            raise DataError(path, number, f"duplicate document id {doc_id!r}")
+        if not (title.strip() or text.strip()):
+            _skip_empty(path, number, f"document {doc_id!r} (title and text)", skipped)
+            continue
+        corpus[doc_id] = Document(title=title, text=text)
+    if len(skipped) > 5:
+        logger.warning("%s: skipped %d empty documents in all", path, len(skipped))
+    if not corpus:
+        raise DataError(path, None, "no documents")
+    return corpus
+
+
+def load_queries(path: Path) -> dict[str, str]:
+    queries: dict[str, str] = {}
+    skipped: list[int] = []
+    for number, obj in read_jsonl(path):
+        query_id = string_field(path, number, obj, "_id")
+        text = string_field(path, number, obj, "text", allow_empty=True)
+        if query_id in queries:
+            raise DataError(path, number, f"duplicate query id {query_id!r}")
+        if not text.strip():
+            _skip_empty(path, number, f"query {query_id!r}", skipped)
+            continue
+        queries[query_id] = text
+    if not queries:
+        raise DataError(path, None, "no queries")
+    return queries
+
+
+def load_qrels(path: Path) -> tuple[dict[str, dict[str, int]], int]:
+    """Read ``query-id<TAB>corpus-id<TAB>score`` rows (header line optional); returns (qrels, rows)."""
+    qrels: dict[str, dict[str, int]] = {}
+    rows = 0
+    first = True
+    for number, text in read_lines(path):
+        is_first, first = first, False
+        parts = text.split("\t")
+        if len(parts) != 3:
+            raise DataError(path, number, f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(parts)}")
+        query_id, doc_id, score = (part.strip() for part in parts)
+        try:
+            grade = int(float(score))
+        except ValueError:
+            if is_first:
+                continue  # the header line
+            raise DataError(path, number, f"score {score!r} is not a number") from None
+        if not query_id or not doc_id:
+            raise DataError(path, number, "empty query-id or corpus-id")
+        qrels.setdefault(query_id, {})[doc_id] = grade
+        rows += 1
+    return qrels, rows
+
+
+def load_dataset(path: str | Path, split: str = "test") -> Dataset:
+    """Load ``path`` (a BEIR folder) with the qrels of ``split``."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(root, None, "dataset folder not found")
+    splits = available_splits(root)
+    qrels_path = root / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        have = ", ".join(splits) if splits else "none"
+        raise DataError(qrels_path, None, f"split {split!r} does not exist (available: {have})")
+    corpus = load_corpus(root / "corpus.jsonl")
+    queries = load_queries(root / "queries.jsonl")
+    raw_qrels, rows = load_qrels(qrels_path)
+
+    qrels: dict[str, dict[str, int]] = {}
+    unknown_queries = unknown_docs = 0
+    for query_id, judged in raw_qrels.items():
+        if query_id not in queries:
+            unknown_queries += len(judged)
+            continue
+        known = {doc: grade for doc, grade in judged.items() if doc in corpus}
+        unknown_docs += len(judged) - len(known)
+        if known:
+            qrels[query_id] = known
+    dataset = Dataset(root, split, corpus, queries, qrels, dropped_qrels=unknown_queries + unknown_docs)
+    if dataset.dropped_qrels:
+        note = (
+            f"{qrels_path}: dropped {dataset.dropped_qrels} of {rows} qrels rows "
+            f"({unknown_queries} name unknown queries, {unknown_docs} unknown documents)"
+        )
+        dataset.notes.append(note)
+        logger.warning(note)
+    if not qrels:
+        raise DataError(qrels_path, None, "no usable judgements (every row names an unknown query or document)")
+    return dataset

@@ -1,0 +1,149 @@
+"""Contrastive Learning Penalty loss (Yu, 2024).
+
+Formula (per batch of B queries, each with one positive and k hard negatives)::
+
+    s(q, d)  = cos(q, d) / τ
+    InfoNCE  = mean_i  -log( exp s(q_i, p_i) / Σ_{d ∈ C} exp s(q_i, d) )
+               where C = every positive and every negative in the batch (in-batch negatives included)
+    P        = 1 - mean over negatives n with known queries of  mean_{m ∈ Q(n)} cos(n, m)
+    L        = (1 - λ) · InfoNCE + λ · P
+
+Q(n) are the queries that the negative n itself is relevant to (from the qrels, or generated).
+Plain contrastive learning pushes a hard negative away from the query, and with it away from the
+queries it answers; the penalty keeps each negative near its own queries. Negatives with no known
+query are masked out of P; a batch where none is known has P = 0.
+
+Reference: Jeongsu Yu, "Efficient fine-tuning methodology of text embedding models for information
+retrieval: contrastive learning penalty (CLP)", arXiv:2412.17364, 2024. Unlike the paper's public
+code, which reads only the first example of a batch, every example and every negative counts here.
+
+Inputs (what clpft's ``CLPDataCollator`` produces from train.jsonl):
+
+    +--------------------------------------------------------------------+------------------------------+
+    | Texts                                                              | Labels                       |
+    +====================================================================+==============================+
+    | (query, positive, negative_1, ..., negative_k[, negatives' queries]) | (B, k, M) long tensor: row m |
+    |                                                                    | of "negatives' queries" for  |
+    |                                                                    | each negative, -1 for none   |
+    +--------------------------------------------------------------------+------------------------------+
+
+Example::
+
+    import clpft
+    from clpft.losses import CLPLoss
+    from clpft.training import CLPDataCollator, build_dataset
+    from sentence_transformers import SentenceTransformerTrainer
+
+    model = clpft.load_model()
+    loss = CLPLoss(model, penalty_weight=0.1, temperature=0.02)
+    trainer = SentenceTransformerTrainer(
+        model=model, train_dataset=build_dataset(examples, num_negatives=4), loss=loss,
+        data_collator=CLPDataCollator.for_model(model),
+    )
+    trainer.train()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from sentence_transformers import SentenceTransformer
+from torch import Tensor, nn
+
+try:  # sentence-transformers >= 6: one forward pass for all candidate columns
+    from sentence_transformers.base.losses.merged_forward import embed_columns
+except ImportError:  # pragma: no cover
+    def embed_columns(model, features_list):
+        return [model(features)["sentence_embedding"] for features in features_list]
+
+
+class CLPLoss(nn.Module):
+    def __init__(self, model: SentenceTransformer, penalty_weight: float = 0.1, temperature: float = 0.02) -> None:
+        """
+        Args:
+            model: the SentenceTransformer being trained.
+            penalty_weight: λ, the weight of the penalty (the paper: 0.1). 0 gives plain InfoNCE.
+            temperature: τ, dividing cosine similarities (the paper: 0.02; scale = 1/τ = 50).
+        """
+        super().__init__()
+        if not 0.0 <= penalty_weight <= 1.0:
+            raise ValueError(f"penalty_weight must be in [0, 1], got {penalty_weight}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.model = model
+        self.penalty_weight = penalty_weight
+        self.temperature = temperature
+
+    @property
+    def uses_negative_queries(self) -> bool:
+        return self.penalty_weight > 0
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None) -> Tensor:
+        features = list(sentence_features)
+        num_negatives = labels.shape[1] if labels is not None and labels.dim() == 3 else len(features) - 2
+        columns = features[: 2 + num_negatives]
+        embeddings = embed_columns(self.model, columns)
+        neg_query_embeddings = None
+        if len(features) > 2 + num_negatives and self.uses_negative_queries:
+            neg_query_embeddings = self.model(features[2 + num_negatives])["sentence_embedding"]
+        return self.compute_loss_from_embeddings(embeddings, neg_query_embeddings, labels)
+
+    def compute_loss_from_embeddings(
+        self, embeddings: list[Tensor], neg_query_embeddings: Tensor | None, labels: Tensor | None
+    ) -> Tensor:
+        """``embeddings`` = [queries (B, d), positives (B, d), negatives_1 (B, d), ..., negatives_k (B, d)]."""
+        contrastive = self.infonce(embeddings)
+        if not self.uses_negative_queries:
+            return contrastive
+        penalty = self.penalty(embeddings[2:], neg_query_embeddings, labels)
+        return (1.0 - self.penalty_weight) * contrastive + self.penalty_weight * penalty
+
+    def infonce(self, embeddings: list[Tensor]) -> Tensor:
+        queries = F.normalize(embeddings[0], dim=-1)
+        candidates = F.normalize(torch.cat(embeddings[1:]), dim=-1)  # positives first: row i is q_i's
+        scores = queries @ candidates.T / self.temperature
+        target = torch.arange(len(queries), device=queries.device)
+        return F.cross_entropy(scores, target)
+
+    def penalty(self, negatives: list[Tensor], neg_query_embeddings: Tensor | None, labels: Tensor | None) -> Tensor:
+        """1 - mean cosine between each negative and its own queries (averaged per negative first)."""
+        if neg_query_embeddings is None or labels is None or not negatives or not (labels >= 0).any():
+            reference = negatives[0] if negatives else neg_query_embeddings
+            return reference.sum() * 0.0  # keeps the graph (and device, dtype) without contributing
+        negs = F.normalize(torch.stack(negatives, dim=1), dim=-1)  # (B, k, d)
+        own_queries = F.normalize(neg_query_embeddings, dim=-1)  # (Q, d)
+        valid = labels >= 0  # (B, k, M)
+        gathered = own_queries[labels.clamp(min=0)]  # (B, k, M, d)
+        cosines = (gathered * negs.unsqueeze(2)).sum(-1) * valid  # (B, k, M)
+        known = valid.any(-1)  # (B, k)
+        per_negative = cosines.sum(-1) / valid.sum(-1).clamp(min=1)
+        return 1.0 - per_negative[known].mean()
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"penalty_weight": self.penalty_weight, "temperature": self.temperature}
+
+    @property
+    def citation(self) -> str:
+        return """
+@misc{yu2024clp,
+      title={Efficient fine-tuning methodology of text embedding models for information retrieval: contrastive learning penalty (clp)},
+      author={Jeongsu Yu},
+      year={2024},
+      eprint={2412.17364},
+      archivePrefix={arXiv},
+      primaryClass={cs.IR},
+      url={https://arxiv.org/abs/2412.17364},
+}
+"""
+
+
+class InfoNCELoss(CLPLoss):
+    """InfoNCE over (query, positive, negatives...) with in-batch negatives: CLPLoss with λ = 0.
+
+    Same candidates and temperature as CLPLoss, so the two differ only by the penalty."""
+
+    def __init__(self, model: SentenceTransformer, temperature: float = 0.02) -> None:
+        super().__init__(model, penalty_weight=0.0, temperature=temperature)

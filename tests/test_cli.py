@@ -1,0 +1,85 @@
+"""The command line: documented defaults, one-line errors, and the four subcommands end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from clpft.cli import build_parser, main
+
+
+def subcommand_parsers():
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    return action.choices
+
+
+@pytest.mark.parametrize("name", ["mine", "train", "eval", "run"])
+def test_every_option_is_documented_with_its_default(name):
+    sub = subcommand_parsers()[name]
+    text = " ".join(sub.format_help().split())
+    for action in sub._actions:
+        if action.dest == "help" or not action.option_strings:
+            continue
+        assert action.help, f"{name} {action.option_strings} has no help"
+        assert f"(default: {action.default})" in text or action.required
+
+
+def test_help_shows_paper_defaults():
+    text = " ".join(subcommand_parsers()["train"].format_help().split())
+    for expected in ["--lr LR learning rate (default: 1e-05)", "--epochs EPOCHS training epochs (default: 2.0)",
+                     "(default: clp)", "(default: intermediate)", "(default: moe)", "--temperature TEMPERATURE tau of InfoNCE and CLP (default: 0.02)"]:
+        assert expected in text
+
+
+def test_user_errors_are_one_line(tiny_beir, tmp_path, capsys):
+    (tiny_beir / "corpus.jsonl").write_text('{"_id": "d1", "title": "x", "text": "y"}\n{oops\n')
+    code = main(["eval", "--data", str(tiny_beir), "--split", "train", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("clpft: error: ") and "corpus.jsonl:2: malformed JSON" in err[-1]
+    assert not any("Traceback" in line for line in err)
+    assert main(["train", "--train", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "m"), "--quiet"]) == 2
+    assert "missing.jsonl: file not found" in capsys.readouterr().err
+    assert main(["eval", "--data", str(tiny_beir), "--model", str(tmp_path / "no-model"), "--quiet"]) == 2
+
+
+def test_mine_train_eval_with_tiny_model(tiny_model_dir, tiny_beir, tmp_path, capsys):
+    train_file = tmp_path / "train.jsonl"
+    assert main(["mine", "--data", str(tiny_beir), "--out", str(train_file), "--model", str(tiny_model_dir),
+                 "--num-negatives", "2", "--quiet"]) == 0
+    rows = [json.loads(line) for line in train_file.read_text().splitlines()]
+    assert len(rows) == 6 and all(len(r["neg"]) == 2 and len(r["neg_q"]) == 2 for r in rows)
+    assert json.loads((tmp_path / "train.jsonl.stats.json").read_text())["negatives"] == 12
+    assert main(["mine", "--data", str(tiny_beir), "--out", str(train_file), "--quiet"]) == 2  # exists
+    assert "already exists" in capsys.readouterr().err
+
+    model_dir = tmp_path / "model"
+    assert main(["train", "--train", str(train_file), "--out", str(model_dir), "--model", str(tiny_model_dir),
+                 "--num-negatives", "2", "--epochs", "1", "--lr", "1e-3", "--quiet"]) == 0
+    assert (model_dir / "modeling_clpft_moe.py").exists() and (model_dir / "training.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
+
+    metrics_file = tmp_path / "metrics.json"
+    assert main(["eval", "--data", str(tiny_beir), "--model", str(model_dir), "--out", str(metrics_file), "--quiet"]) == 0
+    metrics = json.loads(metrics_file.read_text())
+    assert set(metrics["metrics"]) == {"ndcg@5", "ndcg@10", "recall@100", "mrr@10", "map"}
+    assert set(metrics["per_query"]) == {"q7", "q8"}
+
+
+def test_console_script_run(tiny_model_dir, tiny_beir, tmp_path):
+    """`clpft run` through the installed entry point, on the tiny model."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "clpft.cli", "run", "--data", str(tiny_beir), "--out", str(out),
+               "--model", str(tiny_model_dir), "--num-negatives", "2", "--epochs", "1", "--quiet"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "nDCG@10" in result.stdout and "fine-tuned" in result.stdout
+    assert {p.name for p in out.iterdir()} == {"metrics.json", "train.jsonl", "model"}
+    report = json.loads((out / "metrics.json").read_text())
+    assert set(report["base"]["metrics"]) == set(report["finetuned"]["metrics"])
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr

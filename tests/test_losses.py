@@ -1,0 +1,121 @@
+"""CLP loss: λ=0 is InfoNCE exactly; the penalty matches a slow per-example reference for several
+batch sizes and negative counts; masking; gradients reach negatives and their queries."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clpft.losses import CLPLoss, InfoNCELoss
+
+
+def random_batch(batch: int, negatives: int, dim: int = 16, seed: int = 0, known: float = 0.6):
+    g = torch.Generator().manual_seed(seed)
+    embeddings = [torch.randn(batch, dim, generator=g, requires_grad=True) for _ in range(2 + negatives)]
+    width = 3
+    labels = torch.full((batch, negatives, width), -1, dtype=torch.long)
+    rows = 0
+    for i in range(batch):
+        for j in range(negatives):
+            if torch.rand(1, generator=g).item() < known:
+                count = int(torch.randint(1, width + 1, (1,), generator=g))
+                labels[i, j, :count] = torch.arange(rows, rows + count)
+                rows += count
+    neg_queries = torch.randn(max(rows, 1), dim, generator=g, requires_grad=True)
+    return embeddings, neg_queries, labels
+
+
+def reference_infonce(embeddings, tau):
+    """Loop over queries: -log softmax of the positive among every passage in the batch."""
+    queries, candidates = embeddings[0], torch.cat(embeddings[1:])
+    losses = []
+    for i in range(len(queries)):
+        scores = torch.stack([F.cosine_similarity(queries[i], c, dim=0) for c in candidates]) / tau
+        losses.append(-(scores[i] - torch.logsumexp(scores, 0)))
+    return torch.stack(losses).mean()
+
+
+def reference_penalty(embeddings, neg_queries, labels):
+    """Loop over every example and negative; average cos over a negative's queries, then over negatives."""
+    values = []
+    for i in range(labels.shape[0]):
+        for j in range(labels.shape[1]):
+            rows = [int(r) for r in labels[i, j] if r >= 0]
+            if rows:
+                neg = embeddings[2 + j][i]
+                values.append(torch.stack([F.cosine_similarity(neg, neg_queries[r], dim=0) for r in rows]).mean())
+    return 1 - torch.stack(values).mean() if values else torch.tensor(0.0)
+
+
+class NoModel(torch.nn.Module):
+    pass
+
+
+@pytest.mark.parametrize("batch", [1, 2, 8])
+@pytest.mark.parametrize("negatives", [1, 4])
+def test_clp_matches_slow_reference(batch, negatives):
+    embeddings, neg_queries, labels = random_batch(batch, negatives, seed=batch * 10 + negatives)
+    loss_fn = CLPLoss(NoModel(), penalty_weight=0.1, temperature=0.02)
+    got_penalty = loss_fn.penalty(embeddings[2:], neg_queries, labels)
+    torch.testing.assert_close(got_penalty, reference_penalty(embeddings, neg_queries, labels), rtol=1e-5, atol=1e-6)
+    got = loss_fn.compute_loss_from_embeddings(embeddings, neg_queries, labels)
+    want = 0.9 * reference_infonce(embeddings, 0.02) + 0.1 * reference_penalty(embeddings, neg_queries, labels)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_penalty_counts_every_example_not_only_the_first():
+    embeddings, neg_queries, labels = random_batch(4, 2, seed=3, known=1.0)
+    loss_fn = CLPLoss(NoModel())
+    full = loss_fn.penalty(embeddings[2:], neg_queries, labels)
+    first_only = loss_fn.penalty([e[:1] for e in embeddings[2:]], neg_queries, labels[:1])
+    assert not torch.allclose(full, first_only)
+
+
+def test_lambda_zero_equals_infonce_exactly():
+    embeddings, neg_queries, labels = random_batch(8, 4, seed=1)
+    clp = CLPLoss(NoModel(), penalty_weight=0.0, temperature=0.02).compute_loss_from_embeddings(embeddings, neg_queries, labels)
+    q = F.normalize(embeddings[0], dim=-1)
+    c = F.normalize(torch.cat(embeddings[1:]), dim=-1)
+    ce = F.cross_entropy(q @ c.T / 0.02, torch.arange(8))
+    assert torch.equal(clp, ce)
+    infonce = InfoNCELoss(NoModel(), temperature=0.02).compute_loss_from_embeddings(embeddings, None, None)
+    assert torch.equal(infonce, ce)
+
+
+def test_unknown_queries_are_masked():
+    embeddings, neg_queries, labels = random_batch(2, 2, seed=2, known=1.0)
+    loss_fn = CLPLoss(NoModel())
+    masked = labels.clone()
+    masked[1] = -1  # the second example's negatives have no known query
+    want = reference_penalty(embeddings, neg_queries, masked)
+    torch.testing.assert_close(loss_fn.penalty(embeddings[2:], neg_queries, masked), want)
+    none_known = torch.full_like(labels, -1)
+    assert loss_fn.penalty(embeddings[2:], neg_queries, none_known).item() == 0.0
+
+
+def test_gradients_reach_negatives_and_their_queries():
+    embeddings, neg_queries, labels = random_batch(2, 3, seed=4, known=1.0)
+    CLPLoss(NoModel()).compute_loss_from_embeddings(embeddings, neg_queries, labels).backward()
+    for negative in embeddings[2:]:
+        assert negative.grad is not None and negative.grad.abs().sum() > 0
+    assert neg_queries.grad.abs().sum() > 0
+
+
+def test_penalty_pulls_negative_toward_its_query():
+    """One gradient step on the penalty alone raises cos(negative, its query)."""
+    embeddings, neg_queries, labels = random_batch(1, 1, seed=5, known=1.0)
+    loss_fn = CLPLoss(NoModel(), penalty_weight=1.0)
+    before = loss_fn.penalty(embeddings[2:], neg_queries, labels)
+    before.backward()
+    with torch.no_grad():
+        stepped = [embeddings[2] - 1.0 * embeddings[2].grad]
+        after = loss_fn.penalty(stepped, neg_queries - 1.0 * neg_queries.grad, labels)
+    assert after < before
+
+
+def test_invalid_hyperparameters():
+    with pytest.raises(ValueError):
+        CLPLoss(NoModel(), penalty_weight=1.5)
+    with pytest.raises(ValueError):
+        CLPLoss(NoModel(), temperature=0)

@@ -1,0 +1,101 @@
+"""Search and negative mining: exact top-k (faiss = torch = brute force), ANCE picks the top-ranked
+unlabelled documents in the rank window, negatives' queries come from training qrels only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clpft.data import load_dataset
+from clpft.errors import ClpftError
+from clpft.mining import encode_texts, exact_search, mine_negatives
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_exact_search_matches_brute_force(backend):
+    rng = np.random.default_rng(0)
+    corpus = rng.standard_normal((1000, 24)).astype(np.float32)
+    queries = rng.standard_normal((37, 24)).astype(np.float32)
+    scores, ids = exact_search(queries, corpus, 10, backend=backend, query_chunk=16, corpus_chunk=128)
+    want = np.argsort(-(queries @ corpus.T), axis=1)[:, :10]
+    np.testing.assert_array_equal(ids, want)
+    np.testing.assert_allclose(scores, np.take_along_axis(queries @ corpus.T, want, 1), rtol=1e-5)
+
+
+def test_exact_search_k_larger_than_corpus():
+    scores, ids = exact_search(np.eye(3, dtype=np.float32), np.eye(3, dtype=np.float32), 50, backend="torch")
+    assert ids.shape == (3, 3) and list(ids[:, 0]) == [0, 1, 2]
+
+
+def brute_force_negatives(model, dataset, query_id, rank_from, rank_to, k):
+    doc_ids = list(dataset.corpus)
+    docs = encode_texts(model, [dataset.corpus[d].full_text for d in doc_ids], "document", 64)
+    query = encode_texts(model, [dataset.queries[query_id]], "query", 64)[0]
+    ranked = [doc_ids[i] for i in np.argsort(-(docs @ query), kind="stable")][rank_from:rank_to]
+    return [d for d in ranked if d not in dataset.relevant(query_id)][:k]
+
+
+@pytest.mark.parametrize("rank_from,rank_to", [(0, 50), (2, 8)])
+def test_ance_takes_top_ranked_unlabelled_documents(tiny_model, tiny_beir, rank_from, rank_to):
+    dataset = load_dataset(tiny_beir, "train")
+    examples, stats = mine_negatives(tiny_model, dataset, num_negatives=3, rank_from=rank_from, rank_to=rank_to)
+    assert [e.query_id for e in examples] == ["q1", "q2", "q3", "q4", "q5", "q6"]
+    for example in examples:
+        assert not set(example.neg_ids) & dataset.relevant(example.query_id)
+        assert example.neg_ids == brute_force_negatives(tiny_model, dataset, example.query_id, rank_from, rank_to, 3)
+        assert example.pos_ids == sorted(dataset.relevant(example.query_id))
+    assert stats.negatives == sum(len(e.neg) for e in examples)
+
+
+def test_negatives_queries_come_from_training_qrels_only(tiny_model, tiny_beir):
+    dataset = load_dataset(tiny_beir, "train")
+    examples, stats = mine_negatives(None, dataset, num_negatives=11 - 2, strategy="random", seed=1)
+    by_id = {e.query_id: e for e in examples}
+    texts = dataset.queries
+    for example in examples:
+        for doc_id, own, source in zip(example.neg_ids, example.neg_q, example.neg_q_source):
+            expected = [texts[q] for q in sorted(dataset.qrels) if doc_id in dataset.relevant(q) and q != example.query_id]
+            assert own == expected
+            assert source == ("qrels" if own else "none")
+            assert texts["q7"] not in own and texts["q8"] not in own  # test queries never leak
+    # d1 answers q1 and q2: as a negative of q3 it carries both as its own queries
+    q3 = by_id["q3"]
+    assert q3.neg_q[q3.neg_ids.index("d1")] == [texts["q1"], texts["q2"]]
+    assert stats.negatives_with_queries == sum(1 for e in examples for own in e.neg_q if own)
+
+
+def test_random_negatives_are_seeded_and_unlabelled(tiny_beir):
+    dataset = load_dataset(tiny_beir, "train")
+    first, _ = mine_negatives(None, dataset, num_negatives=4, strategy="random", seed=7)
+    second, _ = mine_negatives(None, dataset, num_negatives=4, strategy="random", seed=7)
+    assert [e.neg_ids for e in first] == [e.neg_ids for e in second]
+    for e in first:
+        assert len(set(e.neg_ids)) == 4 and not set(e.neg_ids) & dataset.relevant(e.query_id)
+
+
+def test_max_score_ratio_drops_candidates_above_the_positive(tiny_model, tiny_beir):
+    dataset = load_dataset(tiny_beir, "train")
+    plain, _ = mine_negatives(tiny_model, dataset, num_negatives=3)
+    strict, stats = mine_negatives(tiny_model, dataset, num_negatives=3, max_score_ratio=0.5)
+    assert stats.dropped_by_score_ratio > 0
+    doc_ids = list(dataset.corpus)
+    docs = encode_texts(tiny_model, [dataset.corpus[d].full_text for d in doc_ids], "document", 64)
+    for example in strict:
+        query = encode_texts(tiny_model, [example.query], "query", 64)[0]
+        best = max(float(docs[doc_ids.index(d)] @ query) for d in example.pos_ids)
+        assert all(float(docs[doc_ids.index(d)] @ query) <= 0.5 * best + 1e-6 for d in example.neg_ids)
+
+
+def test_max_train_queries_is_a_seeded_sample(tiny_beir):
+    dataset = load_dataset(tiny_beir, "train")
+    a, _ = mine_negatives(None, dataset, strategy="random", max_train_queries=3, seed=5)
+    b, _ = mine_negatives(None, dataset, strategy="random", max_train_queries=3, seed=5)
+    assert len(a) == 3 and [e.query_id for e in a] == [e.query_id for e in b]
+
+
+def test_bad_options(tiny_beir):
+    dataset = load_dataset(tiny_beir, "train")
+    with pytest.raises(ClpftError, match="rank"):
+        mine_negatives(None, dataset, strategy="random", rank_from=5, rank_to=5)
+    with pytest.raises(ClpftError, match="strategy"):
+        mine_negatives(None, dataset, strategy="bm25")

@@ -1,0 +1,142 @@
+"""MoE upcycling: equal to the dense model at initialisation (BERT and XLM-R), vectorised dispatch
+equal to a per-token loop, router gradients, and a saved MoE model loading three ways."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import clpft
+from clpft.modeling_clpft_moe import MoELinear
+from clpft.models import save_model
+from clpft.moe import hf_model_of, moe_settings, upcycle
+from conftest import make_tiny_model
+
+TEXTS = ["what is protein cell", "the study of cancer risk in patients", "wing flow and air pressure at high speed"]
+
+
+@pytest.mark.parametrize("family", ["bert", "xlm-roberta"])
+@pytest.mark.parametrize("where,k", [("intermediate", 1), ("intermediate", 2), ("output", 1)])
+def test_upcycled_model_equals_base(tmp_path, family, where, k):
+    model = make_tiny_model(tmp_path / family, family)
+    before = model.encode(TEXTS, convert_to_tensor=True)
+    upcycle(model, where=where, num_experts=3 if k == 2 else 2, experts_per_token=k)
+    after = model.encode(TEXTS, convert_to_tensor=True)
+    assert (before - after).abs().max().item() < 1e-5
+    hf = hf_model_of(model)
+    moe_layers = [m for m in hf.modules() if isinstance(m, MoELinear)]
+    assert len(moe_layers) == hf.config.num_hidden_layers
+    assert all(getattr(layer, where).dense is m for layer, m in zip(hf.encoder.layer, moe_layers))
+    assert moe_settings(model)["where"] == where
+
+
+def test_layer_subset_and_errors(tmp_path):
+    model = make_tiny_model(tmp_path / "m")
+    upcycle(model, layers=[1])
+    hf = hf_model_of(model)
+    assert not isinstance(hf.encoder.layer[0].intermediate.dense, MoELinear)
+    assert isinstance(hf.encoder.layer[1].intermediate.dense, MoELinear)
+    with pytest.raises(ValueError, match="already"):
+        upcycle(model)
+    other = make_tiny_model(tmp_path / "o")
+    with pytest.raises(ValueError, match="layers"):
+        upcycle(other, layers=[5])
+    with pytest.raises(ValueError, match="where"):
+        upcycle(other, where="attention")
+
+
+def per_token_reference(moe: MoELinear, x: torch.Tensor) -> torch.Tensor:
+    """The definition, one token at a time."""
+    out = []
+    for token in x.reshape(-1, moe.in_features):
+        logits = moe.router(token)
+        top, experts = logits.topk(moe.experts_per_token)
+        gates = top.softmax(-1)
+        out.append(sum(g * (moe.weight[e] @ token + moe.bias[e]) for g, e in zip(gates, experts)))
+    return torch.stack(out).reshape(*x.shape[:-1], moe.out_features)
+
+
+@pytest.mark.parametrize("experts,k", [(2, 1), (4, 2), (3, 3)])
+def test_vectorised_dispatch_matches_per_token_loop(experts, k):
+    torch.manual_seed(0)
+    moe = MoELinear.from_dense(nn.Linear(8, 12), num_experts=experts, experts_per_token=k)
+    with torch.no_grad():  # make the experts differ so routing matters
+        moe.weight.add_(torch.randn_like(moe.weight))
+        moe.bias.add_(torch.randn_like(moe.bias))
+        moe.router.weight.normal_()
+    x = torch.randn(3, 7, 8)
+    torch.testing.assert_close(moe(x), per_token_reference(moe, x), rtol=1e-5, atol=1e-5)
+
+
+def test_router_and_experts_get_gradients_with_top1():
+    torch.manual_seed(0)
+    moe = MoELinear.from_dense(nn.Linear(8, 12), num_experts=2, experts_per_token=1)
+    moe(torch.randn(16, 8)).pow(2).sum().backward()
+    assert moe.router.weight.grad is not None and moe.router.weight.grad.abs().sum() > 0
+    assert moe.weight.grad.abs().sum() > 0
+
+
+def test_moe_model_loads_three_ways(tmp_path):
+    model = make_tiny_model(tmp_path / "base")
+    upcycle(model)
+    with torch.no_grad():  # a "trained" model: experts differ from each other
+        for m in hf_model_of(model).modules():
+            if isinstance(m, MoELinear):
+                m.weight.add_(0.05 * torch.randn_like(m.weight))
+    want = model.encode(TEXTS, convert_to_tensor=True)
+    folder = save_model(model, tmp_path / "moe-model")
+
+    config = json.loads((folder / "config.json").read_text())
+    assert config["clpft_moe"] == {"where": "intermediate", "num_experts": 2, "experts_per_token": 1, "layers": [0, 1]}
+    assert config["auto_map"]["AutoModel"] == "modeling_clpft_moe.BertMoEModel"
+    assert (folder / "modeling_clpft_moe.py").exists()
+    assert (folder / "model.safetensors").exists() and not list(folder.glob("*.bin"))
+
+    # 1. clpft's own loader, no flag
+    got = clpft.load_model(folder).encode(TEXTS, convert_to_tensor=True)
+    assert (got - want).abs().max().item() < 1e-6
+
+    # 2 + 3. sentence-transformers and transformers on a "machine without clpft": block its import
+    script = f"""
+import sys, json
+sys.modules["clpft"] = None
+import torch
+from sentence_transformers import SentenceTransformer
+from transformers import AutoModel
+st = SentenceTransformer({str(folder)!r}, trust_remote_code=True)
+emb = st.encode({TEXTS!r}, convert_to_tensor=True)
+hf = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True)
+batch = st[0].preprocess({TEXTS!r})
+with torch.no_grad():
+    tokens = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+mask = batch["attention_mask"].unsqueeze(-1).float()
+mean = torch.nn.functional.normalize((tokens * mask).sum(1) / mask.sum(1), dim=-1)
+print(json.dumps({{"st": emb.tolist(), "hf": mean.tolist(), "cls": type(hf).__name__}}))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["cls"] == "BertMoEModel"
+    assert (torch.tensor(out["st"]) - want).abs().max().item() < 1e-6
+    assert (torch.tensor(out["hf"]) - want).abs().max().item() < 1e-5
+
+    # Without trust_remote_code and without clpft the folder refuses to load (no silent dense model).
+    refuse = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.modules['clpft']=None\nfrom sentence_transformers import SentenceTransformer\nSentenceTransformer({str(folder)!r})"],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert refuse.returncode != 0 and "trust_remote_code" in refuse.stderr
+
+
+def test_dense_model_saves_in_plain_format(tmp_path, tiny_model):
+    from sentence_transformers import SentenceTransformer
+
+    folder = save_model(tiny_model, tmp_path / "dense")
+    assert "auto_map" not in json.loads((folder / "config.json").read_text())
+    plain = SentenceTransformer(str(folder))
+    torch.testing.assert_close(plain.encode(TEXTS), tiny_model.encode(TEXTS))

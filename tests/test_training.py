@@ -1,0 +1,98 @@
+"""Training: the collator's label tensor, the freezing policy, and short real training runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from clpft.data import TrainExample
+from clpft.errors import ClpftError
+from clpft.modeling_clpft_moe import MoELinear
+from clpft.moe import hf_model_of, upcycle
+from clpft.training import CLPDataCollator, TrainConfig, build_dataset, set_trainable, train_model
+
+
+def examples(n: int = 6, negatives: int = 2) -> list[TrainExample]:
+    words = ["protein cell", "cancer risk", "vitamin heart", "blood brain", "wing flow", "air pressure", "sun moon"]
+    out = []
+    for i in range(n):
+        negs = [f"the study of {words[(i + j + 1) % len(words)]}" for j in range(negatives)]
+        own = [[f"what is {words[(i + 1) % len(words)]}"] if j == 0 else [] for j in range(negatives)]
+        out.append(TrainExample(f"what is {words[i % len(words)]}", [f"the study of {words[i % len(words)]}"], negs, own))
+    return out
+
+
+def test_build_dataset_expands_positives_and_skips_short_rows():
+    rows = examples(3)
+    rows[0].pos.append("a second positive")
+    rows[1].neg = rows[1].neg[:1]
+    rows[1].neg_q = rows[1].neg_q[:1]
+    dataset, skipped = build_dataset(rows, num_negatives=2)
+    assert skipped == 1 and len(dataset) == 3
+    assert dataset.column_names == ["query", "positive", "negative_1", "negative_2", "neg_queries"]
+
+
+def test_collator_maps_each_negative_to_its_queries(tiny_model):
+    rows = [
+        {"query": "q a", "positive": "p a", "negative_1": "n1", "negative_2": "n2", "neg_queries": [["x", "y"], []]},
+        {"query": "q b", "positive": "p b", "negative_1": "n3", "negative_2": "n4", "neg_queries": [["y"], ["z"]]},
+    ]
+    batch = CLPDataCollator.for_model(tiny_model)(rows)
+    # unique queries x, y, z -> rows 0, 1, 2; y is shared and tokenised once
+    assert batch["label"].tolist() == [[[0, 1], [-1, -1]], [[1, -1], [2, -1]]]
+    assert batch["negq_input_ids"].shape[0] == 3
+    assert [k for k in batch if k.endswith("_input_ids")] == [
+        "query_input_ids", "positive_input_ids", "negative_1_input_ids", "negative_2_input_ids", "negq_input_ids"]
+    plain = CLPDataCollator.for_model(tiny_model, with_negative_queries=False)(rows)
+    assert "negq_input_ids" not in plain and (plain["label"] == -1).all()
+
+
+def test_collator_respects_length_limits(tiny_model):
+    long = " ".join(["protein"] * 200)
+    rows = [{"query": long, "positive": long, "negative_1": long, "neg_queries": [[long]]}]
+    batch = CLPDataCollator.for_model(tiny_model, query_max_tokens=8, passage_max_tokens=20)(rows)
+    assert batch["query_input_ids"].shape[1] == 8 and batch["negq_input_ids"].shape[1] == 8
+    assert batch["positive_input_ids"].shape[1] == 20
+
+
+def test_freezing_policy(tiny_model):
+    with pytest.raises(ClpftError, match="needs an MoE model"):
+        set_trainable(tiny_model, "moe")
+    total = sum(p.numel() for p in tiny_model.parameters())
+    assert set_trainable(tiny_model, "all") == (total, total)
+    hf = hf_model_of(tiny_model)
+    dense = sum(p.numel() for layer in hf.encoder.layer for p in layer.intermediate.dense.parameters())
+    assert set_trainable(tiny_model, "intermediate")[0] == dense
+    upcycle(tiny_model)
+    moe = sum(p.numel() for m in hf.modules() if isinstance(m, MoELinear) for p in m.parameters())
+    trainable, total = set_trainable(tiny_model, "moe")
+    assert trainable == moe and moe == 2 * dense + sum(m.router.weight.numel() for m in hf.modules() if isinstance(m, MoELinear))
+
+
+@pytest.mark.parametrize("loss,batch_size", [("clp", 1), ("clp", 3), ("infonce", 2)])
+def test_training_changes_only_moe_layers(tiny_model, loss, batch_size):
+    before = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
+    config = TrainConfig(loss=loss, batch_size=batch_size, grad_accum=1, learning_rate=1e-3, epochs=1, num_negatives=2)
+    result = train_model(tiny_model, examples(6), config, show_progress=False)
+    assert result.optimizer_steps == -(-6 // batch_size)
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.loss_history)
+    changed = {n for n, p in tiny_model.named_parameters() if n in before and not torch.equal(p, before[n])}
+    assert changed, "nothing trained"
+    assert all("intermediate.dense" in n for n in changed), changed
+    new = {n for n, _ in tiny_model.named_parameters()} - set(before)
+    assert new and all("intermediate.dense" in n for n in new)
+
+
+def test_train_all_without_moe(tiny_model):
+    before = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
+    config = TrainConfig(moe="none", train_only="all", grad_accum=1, learning_rate=1e-3, epochs=1, num_negatives=2)
+    train_model(tiny_model, examples(4), config, show_progress=False)
+    changed = [n for n, p in tiny_model.named_parameters() if not torch.equal(p, before[n])]
+    assert any("attention" in n for n in changed) and not any(isinstance(m, MoELinear) for m in tiny_model.modules())
+
+
+def test_bad_training_options(tiny_model):
+    with pytest.raises(ClpftError, match="--train-only moe needs"):
+        train_model(tiny_model, examples(2), TrainConfig(moe="none"), show_progress=False)
+    with pytest.raises(ClpftError, match="no training example has 5 negatives"):
+        train_model(tiny_model, examples(2), TrainConfig(num_negatives=5), show_progress=False)
