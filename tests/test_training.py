@@ -22,14 +22,24 @@ def examples(n: int = 6, negatives: int = 2) -> list[TrainExample]:
     return out
 
 
-def test_build_dataset_expands_positives_and_skips_short_rows():
+def test_build_dataset_one_row_per_query_and_skips_short_rows(tiny_model):
     rows = examples(3)
     rows[0].pos.append("a second positive")
     rows[1].neg = rows[1].neg[:1]
     rows[1].neg_q = rows[1].neg_q[:1]
     dataset, skipped = build_dataset(rows, num_negatives=2)
-    assert skipped == 1 and len(dataset) == 3
-    assert dataset.column_names == ["query", "positive", "negative_1", "negative_2", "neg_queries"]
+    assert skipped == 1 and len(dataset) == 2
+    assert dataset.column_names == ["query", "positives", "negative_1", "negative_2", "neg_queries"]
+    # the collator draws one positive per row, seeded: over many draws both positives appear
+    collator = CLPDataCollator.for_model(tiny_model, seed=3)
+    seen = set()
+    for _ in range(20):
+        ids = collator([dataset[0]])["positive_input_ids"][0].tolist()
+        seen.add(tuple(i for i in ids if i))
+    assert len(seen) == 2
+    again = CLPDataCollator.for_model(tiny_model, seed=3)([dataset[0]])["positive_input_ids"]
+    first = CLPDataCollator.for_model(tiny_model, seed=3)([dataset[0]])["positive_input_ids"]
+    assert first.equal(again)
 
 
 def test_collator_maps_each_negative_to_its_queries(tiny_model):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -28,15 +29,17 @@ logger = logging.getLogger(__name__)
 NEG_QUERIES = "neg_queries"
 
 
-def build_dataset(examples: list[TrainExample], num_negatives: int = 4, seed: int = 42):
-    """A ``datasets.Dataset`` with one row per (query, positive): columns query, positive,
-    negative_1..negative_k and neg_queries (a list of query lists, one per negative).
+def build_dataset(examples: list[TrainExample], num_negatives: int = 4):
+    """A ``datasets.Dataset`` with one row per training query: columns query, positives (all of the
+    query's positives; the collator draws one per row and epoch, as FlagEmbedding does, so a query
+    counts once per epoch as in the paper), negative_1..negative_k and neg_queries (one list of
+    queries per negative).
 
     Rows need exactly k negatives (the loss stacks them); examples with fewer are skipped and
     counted, extra negatives beyond k are not used."""
     from datasets import Dataset
 
-    columns: dict[str, list] = {"query": [], "positive": []}
+    columns: dict[str, list] = {"query": [], "positives": []}
     for j in range(num_negatives):
         columns[f"negative_{j + 1}"] = []
     columns[NEG_QUERIES] = []
@@ -45,12 +48,11 @@ def build_dataset(examples: list[TrainExample], num_negatives: int = 4, seed: in
         if len(example.neg) < num_negatives:
             skipped += 1
             continue
-        for positive in example.pos:
-            columns["query"].append(example.query)
-            columns["positive"].append(positive)
-            for j in range(num_negatives):
-                columns[f"negative_{j + 1}"].append(example.neg[j])
-            columns[NEG_QUERIES].append([list(qs) for qs in example.neg_q[:num_negatives]])
+        columns["query"].append(example.query)
+        columns["positives"].append(list(example.pos))
+        for j in range(num_negatives):
+            columns[f"negative_{j + 1}"].append(example.neg[j])
+        columns[NEG_QUERIES].append([list(qs) for qs in example.neg_q[:num_negatives]])
     if skipped:
         logger.warning("skipped %d training queries with fewer than %d negatives", skipped, num_negatives)
     if not columns["query"]:
@@ -72,7 +74,11 @@ class CLPDataCollator:
     passage_prompt: str | None = None
     with_negative_queries: bool = True
     max_queries_per_negative: int = 8
+    seed: int = 42
     valid_label_columns: list[str] = field(default_factory=list)  # read by the trainer
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
 
     @classmethod
     def for_model(
@@ -82,6 +88,7 @@ class CLPDataCollator:
         passage_max_tokens: int | None = 512,
         with_negative_queries: bool = True,
         max_queries_per_negative: int = 8,
+        seed: int = 42,
     ) -> "CLPDataCollator":
         limit = model.max_seq_length
         prompts = getattr(model, "prompts", None) or {}
@@ -93,6 +100,7 @@ class CLPDataCollator:
             passage_prompt=prompts.get("document") or prompts.get("passage"),
             with_negative_queries=with_negative_queries,
             max_queries_per_negative=max_queries_per_negative,
+            seed=seed,
         )
 
     def _tokenize(self, batch: dict, column: str, texts: list[str], prompt: str | None, limit: int | None) -> None:
@@ -104,7 +112,8 @@ class CLPDataCollator:
         negative_columns = sorted((c for c in features[0] if c.startswith("negative_")), key=lambda c: int(c.split("_")[1]))
         batch: dict[str, Any] = {}
         self._tokenize(batch, "query", [f["query"] for f in features], self.query_prompt, self.query_max_tokens)
-        self._tokenize(batch, "positive", [f["positive"] for f in features], self.passage_prompt, self.passage_max_tokens)
+        positives = [f["positive"] if "positive" in f else self._rng.choice(f["positives"]) for f in features]
+        self._tokenize(batch, "positive", positives, self.passage_prompt, self.passage_max_tokens)
         for column in negative_columns:
             self._tokenize(batch, column, [f[column] for f in features], self.passage_prompt, self.passage_max_tokens)
 
@@ -222,7 +231,7 @@ def train_model(
     trainable, total = set_trainable(model, config.train_only)
     print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.1f}%)", flush=True)
 
-    dataset, skipped = build_dataset(examples, config.num_negatives, config.seed)
+    dataset, skipped = build_dataset(examples, config.num_negatives)
     loss = make_loss(model, config)
     collator = CLPDataCollator.for_model(
         model,
@@ -230,6 +239,7 @@ def train_model(
         config.passage_max_tokens,
         with_negative_queries=loss.uses_negative_queries,
         max_queries_per_negative=config.max_queries_per_negative,
+        seed=config.seed,
     )
     steps_per_epoch = math.ceil(len(dataset) / config.batch_size / config.grad_accum)
     total_steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
