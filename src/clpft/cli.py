@@ -64,7 +64,8 @@ def _add_mining(parser: argparse.ArgumentParser, defaults) -> None:
 
 def _add_training(parser: argparse.ArgumentParser, defaults) -> None:
     group = parser.add_argument_group("training (defaults: the paper's best row, CLP + MoE on the intermediate layers)")
-    group.add_argument("--loss", choices=("clp", "infonce"), default=defaults.loss, help="training loss")
+    group.add_argument("--loss", choices=("clp", "infonce", "mnrl"), default=defaults.loss,
+                       help="training loss (mnrl: sentence-transformers' MultipleNegativesRankingLoss, its defaults)")
     group.add_argument("--penalty-weight", type=float, default=defaults.penalty_weight, help="CLP's lambda")
     group.add_argument("--temperature", type=float, default=defaults.temperature, help="tau of InfoNCE and CLP")
     group.add_argument("--moe", choices=("none", "intermediate", "output"), default=defaults.moe,
@@ -168,7 +169,49 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mining(run, defaults)
     _add_training(run, defaults)
     _add_common(run, defaults)
+
+    from clpft.ablation import ROWS
+
+    ablation = commands.add_parser(
+        "ablation", formatter_class=formatter, help="the paper's ladder of rows with significance tests",
+        description="Train and evaluate every row of the ladder on the same mined data, seeds and budget; writes "
+        "RUN_DIR/report.md, report.json and report.png. Finished rows are cached and not recomputed. "
+        "Rows: " + "; ".join(f"{name}: {row.description}" for name, row in ROWS.items()) + ".",
+    )
+    ablation.add_argument("--data", required=True, help="BEIR-layout dataset folder")
+    ablation.add_argument("--out", required=True, help="ablation folder (reused: finished rows are skipped)")
+    _add_model(ablation)
+    ablation.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows to run")
+    ablation.add_argument("--seeds", type=_positive_int, default=1, help="training seeds per row (mean ± std)")
+    ablation.add_argument("--seed", type=int, default=defaults.seed, help="first seed; seeds are seed, seed+1, ...")
+    ablation.add_argument("--train-split", default="train", help="qrels split to mine and train on")
+    ablation.add_argument("--eval-split", default="test", help="qrels split to evaluate on")
+    budget = ablation.add_argument_group("budget, the same for every row (unset: each subcommand's default)")
+    for flag, kind, where, text in ABLATION_PASSTHROUGH:
+        budget.add_argument(flag, type=kind, default=None, help=f"{text} (passed to clpft {'/'.join(where)})")
+    ablation.add_argument("--quiet", action="store_true", help="no progress output, the report only")
     return parser
+
+
+# Options `clpft ablation` passes on unchanged: (flag, type, subcommands, help).
+ABLATION_PASSTHROUGH = [
+    ("--max-train-queries", int, ("mine",), "seeded sample of training queries"),
+    ("--num-negatives", int, ("mine", "train"), "negatives per query"),
+    ("--rank-from", int, ("mine",), "first rank of negatives"),
+    ("--rank-to", int, ("mine",), "ranks searched for negatives"),
+    ("--max-score-ratio", float, ("mine",), "false-negative control"),
+    ("--epochs", float, ("train",), "training epochs"),
+    ("--max-steps", int, ("train",), "optimizer steps cap"),
+    ("--lr", float, ("train",), "learning rate"),
+    ("--batch-size", int, ("train",), "queries per batch"),
+    ("--grad-accum", int, ("train",), "gradient accumulation"),
+    ("--warmup-ratio", float, ("train",), "warm-up share"),
+    ("--temperature", float, ("train",), "tau"),
+    ("--penalty-weight", float, ("train",), "CLP's lambda"),
+    ("--query-max-tokens", int, ("mine", "train", "eval"), "query length limit"),
+    ("--passage-max-tokens", int, ("mine", "train", "eval"), "passage length limit"),
+    ("--encode-batch-size", int, ("mine", "train", "eval"), "encoding batch size"),
+]
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -262,7 +305,25 @@ def _cmd_run(args: argparse.Namespace) -> None:
     )
 
 
-COMMANDS = {"mine": _cmd_mine, "train": _cmd_train, "eval": _cmd_eval, "run": _cmd_run}
+def _cmd_ablation(args: argparse.Namespace) -> None:
+    from clpft.ablation import AblationOptions, run_ablation
+
+    passed: dict[str, list[str]] = {"mine": [], "train": [], "eval": []}
+    for flag, _, where, _ in ABLATION_PASSTHROUGH:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            for command in where:
+                passed[command] += [flag, str(value)]
+    run_ablation(
+        AblationOptions(
+            data=args.data, out=args.out, rows=[r.strip() for r in args.rows.split(",") if r.strip()], seeds=args.seeds,
+            model=args.model, train_split=args.train_split, eval_split=args.eval_split, mine_args=passed["mine"],
+            train_args=passed["train"], eval_args=passed["eval"], seed=args.seed, quiet=args.quiet,
+        )
+    )
+
+
+COMMANDS = {"mine": _cmd_mine, "train": _cmd_train, "eval": _cmd_eval, "run": _cmd_run, "ablation": _cmd_ablation}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

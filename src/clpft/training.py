@@ -202,12 +202,17 @@ class TrainResult:
         return dict(self.__dict__)
 
 
-def make_loss(model: SentenceTransformer, config: TrainConfig) -> CLPLoss:
+def make_loss(model: SentenceTransformer, config: TrainConfig) -> torch.nn.Module:
     if config.loss == "clp":
         return CLPLoss(model, penalty_weight=config.penalty_weight, temperature=config.temperature)
     if config.loss == "infonce":
         return InfoNCELoss(model, temperature=config.temperature)
-    raise ClpftError(f"--loss must be clp or infonce, got {config.loss!r}")
+    if config.loss == "mnrl":
+        # sentence-transformers' own loss with its own defaults (scale 20): what users run otherwise.
+        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+        return MultipleNegativesRankingLoss(model)
+    raise ClpftError(f"--loss must be clp, infonce or mnrl, got {config.loss!r}")
 
 
 def train_model(
@@ -237,7 +242,7 @@ def train_model(
         model,
         config.query_max_tokens,
         config.passage_max_tokens,
-        with_negative_queries=loss.uses_negative_queries,
+        with_negative_queries=getattr(loss, "uses_negative_queries", False),
         max_queries_per_negative=config.max_queries_per_negative,
         seed=config.seed,
     )

@@ -1,0 +1,250 @@
+"""``clpft ablation``: the paper's ladder of rows on one dataset, with intervals and significance.
+
+Every row trains on the same mined data with the same seed(s) and budget, each training and each
+evaluation in its own ``clpft train`` / ``clpft eval`` process (so peak memory is per row, and the
+report's numbers are exactly what ``clpft eval`` gives for the saved models). Finished rows are
+cached under RUN_DIR/rows/<row>/seed<k>/ with a hash of everything that determines them, so an
+interrupted ladder resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from clpft.errors import ClpftError
+from clpft.evaluation.metrics import METRICS
+from clpft.evaluation.statistics import bootstrap_ci, paired_randomization_test
+from clpft.files import atomic_file, write_json, write_text
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    description: str
+    negatives: str | None = None  # "ance" | "random"; None: no training
+    loss: str = "clp"
+    moe: str = "none"
+    train_only: str = "all"
+
+
+ROWS: dict[str, Row] = {
+    "base": Row("the model as given, no training"),
+    "random-infonce": Row("random negatives, InfoNCE, all parameters", "random", "infonce", "none", "all"),
+    "ance-infonce": Row("mined hard negatives, InfoNCE, all parameters", "ance", "infonce", "none", "all"),
+    "ance-clp": Row("mined hard negatives, CLP, all parameters", "ance", "clp", "none", "all"),
+    "ance-clp-intermediate": Row("CLP, only the FFN intermediate layers trained", "ance", "clp", "none", "intermediate"),
+    "ance-clp-moe": Row("CLP, MoE on the intermediate layers, only MoE trained (the paper's best)", "ance", "clp", "intermediate", "moe"),
+    "ance-infonce-moe": Row("InfoNCE with the same MoE setup", "ance", "infonce", "intermediate", "moe"),
+    "st-mnrl": Row("sentence-transformers' MultipleNegativesRankingLoss on the same mined data", "ance", "mnrl", "none", "all"),
+}
+REFERENCES = ("base", "ance-infonce")
+
+
+@dataclasses.dataclass
+class AblationOptions:
+    data: str
+    out: str
+    rows: list[str] = dataclasses.field(default_factory=lambda: list(ROWS))
+    seeds: int = 1
+    model: str | None = None
+    train_split: str = "train"
+    eval_split: str = "test"
+    mine_args: list[str] = dataclasses.field(default_factory=list)  # passed to `clpft mine`
+    train_args: list[str] = dataclasses.field(default_factory=list)  # passed to `clpft train`
+    eval_args: list[str] = dataclasses.field(default_factory=list)  # passed to `clpft eval`
+    seed: int = 42
+    quiet: bool = False
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _clpft(args: list[str], quiet: bool) -> None:
+    command = [sys.executable, "-m", "clpft.cli", *args, *(["--quiet"] if quiet else [])]
+    result = subprocess.run(command, stdout=None if not quiet else subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise ClpftError(f"`clpft {' '.join(args[:1])}` failed: {last}")
+
+
+def _cached(folder: Path, key: str) -> dict | None:
+    result = folder / "result.json"
+    if result.is_file():
+        data = json.loads(result.read_text(encoding="utf-8"))
+        if data.get("key") == key:
+            return data
+    return None
+
+
+def run_ablation(options: AblationOptions) -> dict[str, Any]:
+    unknown = [r for r in options.rows if r not in ROWS]
+    if unknown:
+        raise ClpftError(f"unknown rows {', '.join(unknown)} (choose from {', '.join(ROWS)})")
+    if options.seeds < 1:
+        raise ClpftError("--seeds must be at least 1")
+    out = Path(options.out)
+    data = Path(options.data)
+    data_key = _key(
+        [_file_digest(p) for p in [data / "corpus.jsonl", data / "queries.jsonl", data / "qrels" / f"{options.train_split}.tsv", data / "qrels" / f"{options.eval_split}.tsv"] if p.is_file()]
+    )
+    model_args = ["--model", options.model] if options.model else []
+
+    # 1. The training sets, mined once and shared by every row.
+    training_sets: dict[str, Path] = {}
+    for negatives in sorted({ROWS[r].negatives for r in options.rows if ROWS[r].negatives}):
+        path = out / "data" / f"{negatives}.jsonl"
+        key = _key("mine", data_key, negatives, options.model, options.mine_args, options.seed, options.train_split)
+        if _cached(path.parent / negatives, key) is None:
+            _clpft(["mine", "--data", str(data), "--split", options.train_split, "--out", str(path), "--overwrite",
+                    "--strategy", negatives, "--seed", str(options.seed), *model_args, *options.mine_args], options.quiet)
+            write_json(path.parent / negatives / "result.json", {"key": key})
+        training_sets[negatives] = path
+
+    # 2. Every row and seed: train (unless base), then evaluate the saved model.
+    results: dict[str, list[dict]] = {}
+    for name in options.rows:
+        row = ROWS[name]
+        seeds = [options.seed] if row.negatives is None else [options.seed + k for k in range(options.seeds)]
+        for seed in seeds:
+            folder = out / "rows" / name / f"seed{seed}"
+            key = _key(name, dataclasses.asdict(row), data_key, options.model, options.mine_args, options.train_args,
+                       options.eval_args, seed, options.eval_split)
+            cached = _cached(folder, key)
+            if cached is None:
+                if not options.quiet:
+                    print(f"== {name} (seed {seed}): {row.description}", flush=True)
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir(parents=True)
+                training: dict[str, Any] = {}
+                model_path = options.model
+                if row.negatives is not None:
+                    model_path = str(folder / "model")
+                    _clpft(["train", "--train", str(training_sets[row.negatives]), "--out", model_path, *model_args,
+                            "--loss", row.loss, "--moe", row.moe, "--train-only", row.train_only, "--seed", str(seed),
+                            *options.train_args], options.quiet)
+                    training = json.loads((folder / "model" / "training.json").read_text(encoding="utf-8"))
+                _clpft(["eval", "--data", str(data), "--split", options.eval_split, "--out", str(folder / "metrics.json"),
+                        *(["--model", model_path] if model_path else []), *options.eval_args], options.quiet)
+                metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+                cached = {"key": key, "row": name, "seed": seed, "metrics": metrics["metrics"],
+                          "per_query_ndcg@10": {q: v["ndcg@10"] for q, v in metrics["per_query"].items()},
+                          "trainable_parameters": training.get("trainable_parameters", 0),
+                          "train_seconds": training.get("seconds", 0.0), "peak_rss_mb": training.get("peak_rss_mb")}
+                write_json(folder / "result.json", cached)
+            results.setdefault(name, []).append(cached)
+
+    report = build_report(results, options)
+    write_json(out / "report.json", report)
+    write_text(out / "report.md", report_markdown(report))
+    plot_report(report, out / "report.png")
+    if not options.quiet:
+        print(report_markdown(report))
+    return report
+
+
+def build_report(results: dict[str, list[dict]], options: AblationOptions) -> dict[str, Any]:
+    per_query: dict[str, dict[str, float]] = {}
+    rows = []
+    for name, runs in results.items():
+        queries = sorted(runs[0]["per_query_ndcg@10"])
+        per_query[name] = {q: statistics.fmean(r["per_query_ndcg@10"][q] for r in runs) for q in queries}
+        summary = {}
+        for metric in METRICS:
+            values = [r["metrics"][metric] for r in runs]
+            summary[metric] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+        low, high = bootstrap_ci(list(per_query[name].values()), seed=options.seed)
+        rows.append({
+            "row": name,
+            "description": ROWS[name].description,
+            "seeds": [r["seed"] for r in runs],
+            "metrics": summary,
+            "ndcg@10_ci95": [low, high],
+            "trainable_parameters": runs[0]["trainable_parameters"],
+            "train_seconds": statistics.fmean(r["train_seconds"] for r in runs),
+            "peak_rss_mb": max((r["peak_rss_mb"] or 0) for r in runs) or None,
+        })
+    for row in rows:
+        row["p_value"] = {}
+        for reference in REFERENCES:
+            if reference in per_query and reference != row["row"]:
+                queries = sorted(per_query[reference])
+                row["p_value"][reference] = paired_randomization_test(
+                    [per_query[row["row"]][q] for q in queries], [per_query[reference][q] for q in queries], seed=options.seed
+                )
+    return {
+        "data": options.data,
+        "model": options.model or "all-MiniLM-L6-v2 (packaged)",
+        "eval_split": options.eval_split,
+        "seeds": options.seeds,
+        "mine_args": options.mine_args,
+        "train_args": options.train_args,
+        "test": "two-sided paired randomisation test (sign flips) over per-query nDCG@10, averaged over seeds; "
+                "95% intervals: percentile bootstrap over queries (10,000 resamples)",
+        "rows": rows,
+    }
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"# Ablation on {Path(report['data']).name} ({report['eval_split']} split)",
+        "",
+        f"Model: {report['model']}. Seeds: {report['seeds']}. Mining options: `{' '.join(report['mine_args']) or 'defaults'}`; "
+        f"training options: `{' '.join(report['train_args']) or 'defaults'}`.",
+        "",
+        "| row | nDCG@5 | nDCG@10 | nDCG@10 95% CI | recall@100 | MRR@10 | p vs base | p vs ance-infonce | trainable params | train s | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def fmt(metric: dict[str, float]) -> str:
+        return f"{metric['mean']:.4f}" + (f" ± {metric['std']:.4f}" if metric["std"] else "")
+
+    for row in report["rows"]:
+        m = row["metrics"]
+        p = row["p_value"]
+        lines.append(
+            f"| {row['row']} | {fmt(m['ndcg@5'])} | {fmt(m['ndcg@10'])} | {row['ndcg@10_ci95'][0]:.4f}–{row['ndcg@10_ci95'][1]:.4f} "
+            f"| {fmt(m['recall@100'])} | {fmt(m['mrr@10'])} | {p.get('base', float('nan')):.4f} | {p.get('ance-infonce', float('nan')):.4f} "
+            f"| {row['trainable_parameters']:,} | {row['train_seconds']:.0f} | {row['peak_rss_mb'] or '-'} |"
+        )
+    lines += ["", f"Significance: {report['test']}.", ""]
+    return "\n".join(lines)
+
+
+def plot_report(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [row["row"] for row in report["rows"]]
+    means = [row["metrics"]["ndcg@10"]["mean"] for row in report["rows"]]
+    lows = [m - row["ndcg@10_ci95"][0] for m, row in zip(means, report["rows"])]
+    highs = [row["ndcg@10_ci95"][1] - m for m, row in zip(means, report["rows"])]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names)), 4))
+    ax.bar(range(len(names)), means, yerr=[lows, highs], capsize=4, color="#4c72b0")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("nDCG@10 (95% bootstrap CI)")
+    ax.set_title(f"clpft ablation: {Path(report['data']).name}, {report['eval_split']} split")
+    low = min(m - l for m, l in zip(means, lows))
+    ax.set_ylim(max(0.0, low - 0.05), min(1.0, max(m + h for m, h in zip(means, highs)) + 0.05))
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,36 @@
+"""`clpft ablation` on the tiny model: report files, numbers equal to `clpft eval`, cached rows."""
+
+from __future__ import annotations
+
+import json
+
+from clpft.cli import main
+
+
+def test_ablation_report_and_cache(tiny_model_dir, tiny_beir, tmp_path, capsys):
+    out = tmp_path / "ladder"
+    args = ["ablation", "--data", str(tiny_beir), "--out", str(out), "--model", str(tiny_model_dir),
+            "--rows", "base,ance-infonce,ance-clp-moe", "--num-negatives", "2", "--epochs", "1", "--lr", "1e-3", "--quiet"]
+    assert main(args) == 0
+    assert {"report.md", "report.json", "report.png"} <= {p.name for p in out.iterdir()}
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads((out / "report.json").read_text())
+    rows = {row["row"]: row for row in report["rows"]}
+    assert list(rows) == ["base", "ance-infonce", "ance-clp-moe"]
+    assert rows["ance-clp-moe"]["trainable_parameters"] < rows["ance-infonce"]["trainable_parameters"]
+    assert set(rows["ance-clp-moe"]["p_value"]) == {"base", "ance-infonce"}
+    assert "ance-clp-moe" in (out / "report.md").read_text()
+
+    # the report's numbers are what `clpft eval` gives for the saved model
+    model = out / "rows" / "ance-clp-moe" / "seed42" / "model"
+    assert main(["eval", "--data", str(tiny_beir), "--model", str(model), "--out", str(tmp_path / "m.json"), "--quiet"]) == 0
+    evaluated = json.loads((tmp_path / "m.json").read_text())["metrics"]
+    for metric, value in evaluated.items():
+        assert rows["ance-clp-moe"]["metrics"][metric]["mean"] == value
+
+    # a second run recomputes nothing: every row is cached
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("rows/*/seed*/result.json")}
+    assert main(args) == 0
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.glob("rows/*/seed*/result.json")}
+    assert main([*args[:-1], "--rows", "base,nope"]) == 2
+    assert "unknown rows nope" in capsys.readouterr().err
