@@ -78,8 +78,18 @@ def test_console_script_run(tiny_model_dir, tiny_beir, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "nDCG@10" in result.stdout and "fine-tuned" in result.stdout
-    assert {p.name for p in out.iterdir()} == {"metrics.json", "train.jsonl", "model"}
+    assert {p.name for p in out.iterdir()} == {"metrics.json", "train.jsonl", "model", "manifest.json"}
     report = json.loads((out / "metrics.json").read_text())
     assert set(report["base"]["metrics"]) == set(report["finetuned"]["metrics"])
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_run_manifest_records_versions_and_checksums(tiny_model_dir, tiny_beir, tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", "--data", str(tiny_beir), "--out", str(out), "--model", str(tiny_model_dir),
+                 "--num-negatives", "2", "--max-steps", "1", "--quiet"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seed"] == 42 and manifest["config"]["train"]["loss"] == "clp"
+    assert manifest["versions"]["torch"] and manifest["versions"]["sentence-transformers"]
+    assert len(manifest["data"]) == 4 and all(len(v) == 64 for v in manifest["data"].values())

@@ -98,8 +98,13 @@ def test_moe_model_loads_three_ways(tmp_path):
     assert (folder / "model.safetensors").exists() and not list(folder.glob("*.bin"))
 
     # 1. clpft's own loader, no flag
-    got = clpft.load_model(folder).encode(TEXTS, convert_to_tensor=True)
+    loaded = clpft.load_model(folder)
+    got = loaded.encode(TEXTS, convert_to_tensor=True)
     assert (got - want).abs().max().item() < 1e-6
+    # a loaded MoE model saves again as a complete folder
+    resaved = save_model(loaded, tmp_path / "resaved")
+    assert (resaved / "modeling_clpft_moe.py").exists()
+    assert json.loads((resaved / "config.json").read_text())["auto_map"] == config["auto_map"]
 
     # 2 + 3. sentence-transformers and transformers on a "machine without clpft": block its import
     script = f"""

@@ -62,6 +62,45 @@ def _add_mining(parser: argparse.ArgumentParser, defaults) -> None:
                        help="use a seeded sample of this many training queries (quick runs)")
 
 
+def _add_generation(parser: argparse.ArgumentParser, for_synth: bool = False) -> None:
+    group = parser.add_argument_group("generated queries (LLM, doc2query, extractive)" if for_synth else
+                                      "negatives' own queries")
+    if not for_synth:
+        group.add_argument("--neg-queries", default="qrels",
+                           help="where negatives' queries come from, tried in order: qrels,llm|doc2query|extractive "
+                                "or none (qrels: the training split only)")
+        group.add_argument("--queries-per-negative", type=_positive_int, default=1,
+                           help="later backends are tried for negatives with fewer queries than this")
+        group.add_argument("--neg-queries-cache", default=None,
+                           help="SQLite cache of generated queries (default: beside the output)")
+    group.add_argument("--llm-base-url", default=None, help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 "
+                       "(key from CLPFT_API_KEY or OPENAI_API_KEY)")
+    group.add_argument("--llm-model", default=None, help="model name sent to the endpoint")
+    group.add_argument("--llm-prompt", default=None, help="prompt template file with {document} and {n} (default: built in)")
+    group.add_argument("--llm-concurrency", type=_positive_int, default=4, help="requests in flight at once")
+    group.add_argument("--llm-timeout", type=float, default=60.0, help="seconds per request")
+    group.add_argument("--max-llm-calls", type=int, default=None, help="hard cap on HTTP calls, retries included")
+    group.add_argument("--doc2query-model", default=None, help="local seq2seq (T5 doc2query) model folder")
+
+
+def _generator_settings(args: argparse.Namespace, backends: list[str], cache: str | None, per_doc: int):
+    from clpft.negqueries import GeneratorSettings
+
+    return GeneratorSettings(
+        backends=backends, queries_per_negative=per_doc, cache_path=cache, llm_base_url=args.llm_base_url,
+        llm_model=args.llm_model, llm_prompt=args.llm_prompt, llm_concurrency=args.llm_concurrency,
+        llm_timeout=args.llm_timeout, max_llm_calls=args.max_llm_calls, doc2query_model=args.doc2query_model,
+        seed=args.seed,
+    )
+
+
+def _neg_query_settings(args: argparse.Namespace, default_cache: str):
+    from clpft.negqueries import parse_backends
+
+    return _generator_settings(args, parse_backends(args.neg_queries), args.neg_queries_cache or default_cache,
+                               args.queries_per_negative)
+
+
 def _add_training(parser: argparse.ArgumentParser, defaults) -> None:
     group = parser.add_argument_group("training (defaults: the paper's best row, CLP + MoE on the intermediate layers)")
     group.add_argument("--loss", choices=("clp", "infonce", "mnrl"), default=defaults.loss,
@@ -134,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     mine.add_argument("--out", required=True, help="training-set file to write (train.jsonl)")
     _add_model(mine)
     _add_mining(mine, defaults)
+    _add_generation(mine)
     _add_common(mine, defaults)
 
     train = commands.add_parser("train", formatter_class=formatter, help="fine-tune a model on train.jsonl",
@@ -167,8 +207,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--eval-split", default="test", help="qrels split to evaluate on")
     run.add_argument("--top-k", type=_positive_int, default=100, help="documents retrieved per query")
     _add_mining(run, defaults)
+    _add_generation(run)
     _add_training(run, defaults)
     _add_common(run, defaults)
+
+    synth = commands.add_parser("synth", formatter_class=formatter, help="generate training queries for a corpus",
+                                description="For a corpus with no (or few) queries: generate queries per document and "
+                                "write a BEIR folder (train split) that clpft run accepts. Duplicates, verbatim copies of "
+                                "the document and queries generated for several documents are dropped.")
+    synth.add_argument("--data", required=True, help="folder with corpus.jsonl")
+    synth.add_argument("--out", required=True, help="BEIR folder to write")
+    synth.add_argument("--backends", default="extractive", help="generators tried in order: llm, doc2query, extractive")
+    synth.add_argument("--queries-per-doc", type=_positive_int, default=3, help="queries per document")
+    synth.add_argument("--max-docs", type=_positive_int, default=None, help="a seeded sample of documents")
+    synth.add_argument("--cache", default=None, help="SQLite cache of generated queries (default: OUT.cache.sqlite)")
+    _add_generation(synth, for_synth=True)
+    synth.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
+    synth.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    synth.add_argument("--quiet", action="store_true", help="warnings and results only")
 
     from clpft.ablation import ROWS
 
@@ -240,7 +296,7 @@ def _cmd_mine(args: argparse.Namespace) -> None:
     examples, stats = mine_negatives(
         model, dataset, args.num_negatives, args.rank_from, args.rank_to, args.max_score_ratio, args.strategy,
         args.max_train_queries, args.seed, min(args.query_max_tokens, limit), min(args.passage_max_tokens, limit),
-        args.encode_batch_size, not args.quiet,
+        args.encode_batch_size, not args.quiet, neg_queries=_neg_query_settings(args, f"{args.out}.neg_queries.sqlite"),
     )
     write_train_jsonl(args.out, examples)
     write_json(f"{args.out}.stats.json", stats.to_json())
@@ -301,6 +357,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
             max_score_ratio=args.max_score_ratio, max_train_queries=args.max_train_queries, top_k=args.top_k,
             encode_batch_size=args.encode_batch_size, overwrite=args.overwrite, quiet=args.quiet,
             train=_train_config(args),
+            neg_queries=_neg_query_settings(args, os.path.join(args.out, "neg_queries.sqlite")),
         )
     )
 
@@ -323,7 +380,20 @@ def _cmd_ablation(args: argparse.Namespace) -> None:
     )
 
 
-COMMANDS = {"mine": _cmd_mine, "train": _cmd_train, "eval": _cmd_eval, "run": _cmd_run, "ablation": _cmd_ablation}
+def _cmd_synth(args: argparse.Namespace) -> None:
+    from clpft.negqueries import parse_backends
+    from clpft.negqueries.synth import synthesize
+
+    settings = _generator_settings(args, parse_backends(args.backends), args.cache or f"{args.out.rstrip('/')}.cache.sqlite",
+                                   args.queries_per_doc)
+    summary = synthesize(args.data, args.out, settings, args.queries_per_doc, args.max_docs, args.overwrite)
+    for line in summary["backends"]:
+        print(line)
+    print(f"wrote {args.out}: {summary['queries']} queries for {summary['documents']} documents "
+          f"({summary['documents_without_queries']} without any, {summary['dropped_ambiguous']} ambiguous dropped)")
+
+
+COMMANDS = {"synth": _cmd_synth, "mine": _cmd_mine, "train": _cmd_train, "eval": _cmd_eval, "run": _cmd_run, "ablation": _cmd_ablation}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

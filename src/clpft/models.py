@@ -59,6 +59,6 @@ def save_model(model: SentenceTransformer, out: str | os.PathLike, overwrite: bo
         model.save(str(tmp), safe_serialization=True)
         config_path = tmp / "config.json"
         config = json.loads(config_path.read_text(encoding="utf-8"))
-        if config.get("clpft_moe") and "auto_map" not in config:  # pragma: no cover - guarded by tests
-            raise ClpftError("internal: MoE model saved without auto_map")
+        if config.get("clpft_moe") and ("auto_map" not in config or not (tmp / "modeling_clpft_moe.py").exists()):
+            raise ClpftError("internal: MoE model saved without its modeling file")  # guarded by tests
     return Path(out)

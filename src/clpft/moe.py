@@ -29,6 +29,10 @@ def register_auto_classes() -> None:
             AutoModel.register(config_class, model_class)
         except ValueError:
             pass  # already registered
+        # save_pretrained copies modeling_clpft_moe.py into the folder and writes auto_map for
+        # classes marked like this, also for a model that was loaded rather than upcycled here.
+        config_class.register_for_auto_class("AutoConfig")
+        model_class.register_for_auto_class("AutoModel")
 
 
 def hf_model_of(model: nn.Module) -> PreTrainedModel:
@@ -94,9 +98,6 @@ def upcycle(
     hf_model.config.clpft_moe = settings
     hf_model.config.architectures = [model_class.__name__]
     hf_model.__class__ = model_class
-    # save_pretrained copies modeling_clpft_moe.py into the folder and writes auto_map for these.
-    config_class.register_for_auto_class("AutoConfig")
-    model_class.register_for_auto_class("AutoModel")
     return model
 
 

@@ -18,7 +18,9 @@ from clpft.data import load_dataset, write_train_jsonl
 from clpft.errors import ClpftError
 from clpft.evaluation import METRICS, encode_corpus, evaluate_model
 from clpft.files import write_json
+from clpft.manifest import build_manifest
 from clpft.mining import mine_negatives
+from clpft.negqueries.chain import GeneratorSettings
 from clpft.models import load_model, save_model
 from clpft.training import TrainConfig, train_model
 
@@ -60,6 +62,7 @@ class RunOptions:
     overwrite: bool = False
     quiet: bool = False
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    neg_queries: GeneratorSettings | None = None
 
 
 def run(options: RunOptions) -> dict[str, Any]:
@@ -101,6 +104,7 @@ def run(options: RunOptions) -> dict[str, Any]:
         batch_size=options.encode_batch_size,
         show_progress=show,
         corpus_embeddings=corpus_emb if options.strategy == "ance" else None,
+        neg_queries=options.neg_queries,
     )
     print(stats.summary(), flush=True)
     write_train_jsonl(out / "train.jsonl", examples)
@@ -114,7 +118,8 @@ def run(options: RunOptions) -> dict[str, Any]:
         "data": str(options.data),
         "model": options.model or clpft.models.DEFAULT_MODEL_NAME,
         "eval_split": options.eval_split,
-        "options": {k: v for k, v in dataclasses.asdict(options).items() if k != "train"},
+        "options": {k: v for k, v in dataclasses.asdict(options).items() if k not in ("train", "neg_queries")},
+        "neg_queries": dataclasses.asdict(options.neg_queries) if options.neg_queries else None,
         "train_config": dataclasses.asdict(cfg),
         "base": base,
         "finetuned": tuned,
@@ -131,6 +136,9 @@ def run(options: RunOptions) -> dict[str, Any]:
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
     }
     write_json(out / "metrics.json", report)
+    data_files = [Path(options.data) / name for name in ("corpus.jsonl", "queries.jsonl")]
+    data_files += [Path(options.data) / "qrels" / f"{split}.tsv" for split in (options.train_split, options.eval_split)]
+    write_json(out / "manifest.json", build_manifest(report["options"] | {"train": report["train_config"]}, data_files, cfg.seed))
     print(format_table({"base": base["metrics"], "fine-tuned": tuned["metrics"]}), flush=True)
     print(f"wall time {report['seconds']['total']:.0f} s, peak memory {report['peak_rss_mb']:.0f} MB; wrote {out}/", flush=True)
     return report

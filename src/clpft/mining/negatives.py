@@ -11,7 +11,8 @@ import logging
 import random
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from sentence_transformers import SentenceTransformer
@@ -21,6 +22,7 @@ from clpft.data.trainset import TrainExample
 from clpft.errors import ClpftError
 from clpft.mining.encode import encode_texts
 from clpft.mining.search import exact_search
+from clpft.negqueries.chain import GeneratorSettings, fill_negative_queries
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,8 @@ class MiningStats:
     queries_with_fewer_negatives: int
     dropped_by_score_ratio: int
     seconds: float
+    neg_query_sources: dict[str, int] = field(default_factory=dict)
+    generation: list[str] = field(default_factory=list)
 
     @property
     def share_with_queries(self) -> float:
@@ -48,6 +52,7 @@ class MiningStats:
             f"{self.negatives_with_queries} ({100 * self.share_with_queries:.1f}%) have at least one query of their own"
             + (f"; {self.queries_with_fewer_negatives} queries got fewer negatives than asked" if self.queries_with_fewer_negatives else "")
             + (f"; {self.dropped_by_score_ratio} candidates dropped by --max-score-ratio" if self.dropped_by_score_ratio else "")
+            + (f"; queries by source (negatives): {self.neg_query_sources}" if set(self.neg_query_sources) - {"qrels", "none"} else "")
         )
 
 
@@ -83,12 +88,15 @@ def mine_negatives(
     batch_size: int = 64,
     show_progress: bool = False,
     corpus_embeddings: np.ndarray | None = None,
+    neg_queries: GeneratorSettings | None = None,
 ) -> tuple[list[TrainExample], MiningStats]:
     """Build one TrainExample per training query of ``dataset`` (which must be the *training* split:
     negatives' queries come from its qrels, so test queries never leak into training).
 
     ``corpus_embeddings`` (in ``dataset.corpus`` order) skips re-encoding a corpus already encoded
-    with the same model."""
+    with the same model. ``neg_queries`` says where negatives' queries come from (default: the
+    qrels only); generated ones are added after mining."""
+    settings = neg_queries or GeneratorSettings()
     if strategy not in ("ance", "random"):
         raise ClpftError(f"unknown mining strategy {strategy!r} (use ance or random)")
     if num_negatives < 1:
@@ -150,7 +158,8 @@ def mine_negatives(
                     chosen.append(doc_id)
             negatives = chosen
         short += len(negatives) < num_negatives
-        neg_queries = [[dataset.queries[q] for q in relevant_to.get(d, []) if q != query_id] for d in negatives]
+        own = relevant_to if "qrels" in settings.backends else {}
+        neg_queries = [[dataset.queries[q] for q in own.get(d, []) if q != query_id] for d in negatives]
         examples.append(
             TrainExample(
                 query=dataset.queries[query_id],
@@ -163,8 +172,13 @@ def mine_negatives(
                 neg_q_source=["qrels" if qs else "none" for qs in neg_queries],
             )
         )
+    summaries = fill_negative_queries(examples, dataset, settings)
     total = sum(len(e.neg) for e in examples)
     with_queries = sum(1 for e in examples for qs in e.neg_q if qs)
-    stats = MiningStats(strategy, len(examples), total, with_queries, short, dropped, round(time.perf_counter() - started, 2))
+    sources = Counter(part for e in examples for source in (e.neg_q_source or []) for part in source.split("+"))
+    stats = MiningStats(
+        strategy, len(examples), total, with_queries, short, dropped, round(time.perf_counter() - started, 2),
+        dict(sorted(sources.items())), [s.line() for s in summaries],
+    )
     logger.info(stats.summary())
     return examples, stats
