@@ -78,7 +78,7 @@ def test_console_script_run(tiny_model_dir, tiny_beir, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "nDCG@10" in result.stdout and "fine-tuned" in result.stdout
-    assert {p.name for p in out.iterdir()} == {"metrics.json", "train.jsonl", "model", "manifest.json"}
+    assert {"metrics.json", "train.jsonl", "model", "manifest.json", "base_metrics.json"} <= {p.name for p in out.iterdir()}
     report = json.loads((out / "metrics.json").read_text())
     assert set(report["base"]["metrics"]) == set(report["finetuned"]["metrics"])
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -93,3 +93,22 @@ def test_run_manifest_records_versions_and_checksums(tiny_model_dir, tiny_beir, 
     assert manifest["seed"] == 42 and manifest["config"]["train"]["loss"] == "clp"
     assert manifest["versions"]["torch"] and manifest["versions"]["sentence-transformers"]
     assert len(manifest["data"]) == 4 and all(len(v) == 64 for v in manifest["data"].values())
+
+
+def test_config_file_sets_options_and_flags_override(tmp_path, capsys):
+    from clpft.cli import _apply_config
+
+    config = tmp_path / "run.yaml"
+    config.write_text("data: /some/data\nout: runs/x\nepochs: 1\nlr: 3.0e-5\nmoe: none\ntrain-only: all\n")
+    parser = build_parser()
+    argv = ["run", "--config", str(config), "--lr", "1e-4"]
+    _apply_config(parser, argv)
+    args = parser.parse_args(argv)
+    assert (args.data, args.out, args.epochs, args.lr, args.moe, args.train_only) == ("/some/data", "runs/x", 1, 1e-4, "none", "all")
+
+    config.write_text("data: /some/data\nepochs: [1\n")
+    assert main(["run", "--config", str(config)]) == 2
+    assert f"{config}:3: not valid YAML (expected ',' or ']'" in capsys.readouterr().err
+    config.write_text("data: /some/data\nepochz: 1\n")
+    assert main(["run", "--config", str(config)]) == 2
+    assert "unknown option 'epochz' for clpft run" in capsys.readouterr().err

@@ -38,7 +38,7 @@ def scifact_slice(tmp_path_factory):
 def test_run_with_packaged_model_and_eval_agree(scifact_slice, tmp_path):
     out = tmp_path / "run"
     report = run(RunOptions(data=str(scifact_slice), out=str(out), quiet=True, train=TrainConfig(epochs=1)))
-    assert {p.name for p in out.iterdir()} == {"metrics.json", "train.jsonl", "model", "manifest.json"}
+    assert {"metrics.json", "train.jsonl", "model", "manifest.json", "base_metrics.json"} <= {p.name for p in out.iterdir()}
     assert report["mining"]["queries"] == 12 and report["mining"]["negatives"] == 48
     assert report["training"]["trainable_parameters"] < report["training"]["total_parameters"] / 2
     base = report["base"]["metrics"]

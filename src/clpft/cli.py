@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import random
+import shutil
 import sys
 from collections.abc import Sequence
 
@@ -123,6 +124,10 @@ def _add_training(parser: argparse.ArgumentParser, defaults) -> None:
                        help="stop after this many optimizer steps (-1: run all epochs)")
     group.add_argument("--max-queries-per-negative", type=_positive_int, default=defaults.max_queries_per_negative,
                        help="own queries of one negative used by the penalty")
+    group.add_argument("--save-steps", type=int, default=0,
+                       help="checkpoint every N optimizer steps (0: none); checkpoints are removed once the model is saved")
+    group.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run from its last checkpoint (run: also reuse finished stages)")
 
 
 def _train_config(args: argparse.Namespace):
@@ -147,6 +152,8 @@ def _train_config(args: argparse.Namespace):
         max_queries_per_negative=args.max_queries_per_negative,
         seed=args.seed,
         max_steps=args.max_steps,
+        save_steps=args.save_steps,
+        resume=args.resume,
     )
 
 
@@ -246,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, kind, where, text in ABLATION_PASSTHROUGH:
         budget.add_argument(flag, type=kind, default=None, help=f"{text} (passed to clpft {'/'.join(where)})")
     ablation.add_argument("--quiet", action="store_true", help="no progress output, the report only")
+    for sub in commands.choices.values():
+        sub.add_argument("--config", default=None, help="YAML file of options (keys as the flags' names); flags override it")
     return parser
 
 
@@ -312,14 +321,20 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     if os.path.exists(args.out) and os.listdir(args.out) and not args.overwrite:
         raise ClpftError(f"{args.out} already exists and is not empty (pass --overwrite to replace it)")
+    checkpoints = f"{args.out.rstrip('/')}.checkpoints"
+    if os.path.isdir(checkpoints) and not args.resume and args.save_steps:
+        raise ClpftError(f"{checkpoints} holds checkpoints of an earlier run (pass --resume to continue it)")
     examples = read_train_jsonl(args.train)
     if args.max_train_queries is not None and args.max_train_queries < len(examples):
         examples = random.Random(args.seed).sample(examples, args.max_train_queries)
     model = load_model(args.model)
     from clpft.training import train_model
 
-    result = train_model(model, examples, _train_config(args), show_progress=not args.quiet)
+    config = _train_config(args)
+    config.checkpoint_dir = checkpoints if (args.save_steps or args.resume) else None
+    result = train_model(model, examples, config, show_progress=not args.quiet)
     save_model(model, args.out, overwrite=args.overwrite)
+    shutil.rmtree(checkpoints, ignore_errors=True)
     write_json(os.path.join(args.out, "training.json"), {**result.to_json(), "peak_rss_mb": peak_rss_mb()})
     last = result.loss_history[-1]["loss"] if result.loss_history else float("nan")
     print(f"trained {result.optimizer_steps} steps in {result.seconds:.0f} s (last logged loss {last:.4f}); wrote {args.out}")
@@ -355,7 +370,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
             data=args.data, out=args.out, model=args.model, train_split=args.train_split, eval_split=args.eval_split,
             strategy=args.strategy, num_negatives=args.num_negatives, rank_from=args.rank_from, rank_to=args.rank_to,
             max_score_ratio=args.max_score_ratio, max_train_queries=args.max_train_queries, top_k=args.top_k,
-            encode_batch_size=args.encode_batch_size, overwrite=args.overwrite, quiet=args.quiet,
+            encode_batch_size=args.encode_batch_size, overwrite=args.overwrite, resume=args.resume, quiet=args.quiet,
             train=_train_config(args),
             neg_queries=_neg_query_settings(args, os.path.join(args.out, "neg_queries.sqlite")),
         )
@@ -396,8 +411,52 @@ def _cmd_synth(args: argparse.Namespace) -> None:
 COMMANDS = {"synth": _cmd_synth, "mine": _cmd_mine, "train": _cmd_train, "eval": _cmd_eval, "run": _cmd_run, "ablation": _cmd_ablation}
 
 
+def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """``--config FILE.yaml``: its keys (option names, with - or _) become the subcommand's defaults,
+    so flags on the command line still override them."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if not known.config:
+        return
+    import yaml
+
+    try:
+        config = yaml.safe_load(open(known.config, encoding="utf-8"))
+    except OSError as error:
+        raise ClpftError(f"{known.config}: cannot read ({error.strerror})") from error
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{known.config}:{mark.line + 1}" if mark else known.config
+        raise ClpftError(f"{where}: not valid YAML ({getattr(error, 'problem', None) or error})") from error
+    if config is None:
+        return
+    if not isinstance(config, dict):
+        raise ClpftError(f"{known.config}: expected a mapping of option names to values")
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    command = next((arg for arg in argv if arg in subparsers), None)
+    if command is None:
+        return
+    sub = subparsers[command]
+    actions = {a.dest: a for a in sub._actions}
+    defaults = {}
+    for key, value in config.items():
+        dest = str(key).lstrip("-").replace("-", "_")
+        if dest not in actions or dest in ("help", "config"):
+            raise ClpftError(f"{known.config}: unknown option {key!r} for clpft {command}")
+        actions[dest].required = False
+        defaults[dest] = value
+    sub.set_defaults(**defaults)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    try:
+        _apply_config(parser, argv)
+    except ClpftError as error:
+        print(f"clpft: error: {error}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     _setup_logging(args.quiet)
     try:

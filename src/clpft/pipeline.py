@@ -7,19 +7,23 @@ RUN_DIR/metrics.json (base vs fine-tuned on the evaluation split, with per-query
 from __future__ import annotations
 
 import dataclasses
+import json
 import platform
+import shutil
 import resource
 import time
 from pathlib import Path
 from typing import Any
 
+from transformers.trainer_utils import get_last_checkpoint
+
 import clpft
-from clpft.data import load_dataset, write_train_jsonl
+from clpft.data import load_dataset, read_train_jsonl, write_train_jsonl
 from clpft.errors import ClpftError
 from clpft.evaluation import METRICS, encode_corpus, evaluate_model
 from clpft.files import write_json
 from clpft.manifest import build_manifest
-from clpft.mining import mine_negatives
+from clpft.mining import MiningStats, mine_negatives
 from clpft.negqueries.chain import GeneratorSettings
 from clpft.models import load_model, save_model
 from clpft.training import TrainConfig, train_model
@@ -60,6 +64,7 @@ class RunOptions:
     top_k: int = 100
     encode_batch_size: int = 64
     overwrite: bool = False
+    resume: bool = False
     quiet: bool = False
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     neg_queries: GeneratorSettings | None = None
@@ -68,8 +73,15 @@ class RunOptions:
 def run(options: RunOptions) -> dict[str, Any]:
     """The whole method on one dataset; returns what it writes to RUN_DIR/metrics.json."""
     out = Path(options.out)
-    if out.exists() and any(out.iterdir()) and not options.overwrite:
-        raise ClpftError(f"{out} already exists and is not empty (pass --overwrite to replace its files)")
+    if out.exists() and any(out.iterdir()) and not (options.overwrite or options.resume):
+        raise ClpftError(f"{out} already exists and is not empty (pass --resume to continue it, --overwrite to replace it)")
+    if options.overwrite and not options.resume:
+        for stale in ("base_metrics.json", "train.jsonl", "checkpoints"):
+            path = out / stale
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
     if options.train_split == options.eval_split:
         raise ClpftError("--train-split and --eval-split must differ (evaluating on training queries proves nothing)")
     cfg = options.train
@@ -82,14 +94,43 @@ def run(options: RunOptions) -> dict[str, Any]:
     max_p = min(cfg.passage_max_tokens, model.max_seq_length or cfg.passage_max_tokens)
     print(f"model: {options.model or clpft.models.DEFAULT_MODEL_NAME}; query/passage max tokens {max_q}/{max_p}", flush=True)
 
-    # The base model's corpus embeddings serve both mining and the "before" evaluation.
-    t = time.perf_counter()
-    corpus_emb = encode_corpus(model, eval_data, max_p, options.encode_batch_size, show)
-    encode_seconds = time.perf_counter() - t
-    base = evaluate_model(model, eval_data, options.top_k, max_q, max_p, options.encode_batch_size, corpus_emb, show)
+    # With --resume every stage whose output is already in RUN_DIR is read back instead of redone.
+    base_file, train_file = out / "base_metrics.json", out / "train.jsonl"
+    resumed = options.resume and base_file.is_file() and train_file.is_file()
+    corpus_emb = None
+    encode_seconds = 0.0
+    if resumed:
+        base = json.loads(base_file.read_text(encoding="utf-8"))
+        stats = MiningStats(**json.loads((out / "train.jsonl.stats.json").read_text(encoding="utf-8")))
+        examples = read_train_jsonl(train_file)
+        print(f"resuming {out}: base metrics and {len(examples)} mined queries read back", flush=True)
+    else:
+        # The base model's corpus embeddings serve both mining and the "before" evaluation.
+        t = time.perf_counter()
+        corpus_emb = encode_corpus(model, eval_data, max_p, options.encode_batch_size, show)
+        encode_seconds = time.perf_counter() - t
+        base = evaluate_model(model, eval_data, options.top_k, max_q, max_p, options.encode_batch_size, corpus_emb, show)
+        write_json(base_file, base)
     print(f"base model on {options.eval_split}: nDCG@10 {base['metrics']['ndcg@10']:.4f}", flush=True)
+    if not resumed:
+        examples, stats = _mine(options, model, train_data, corpus_emb, max_q, max_p, show)
+        write_train_jsonl(train_file, examples)
+        write_json(out / "train.jsonl.stats.json", dataclasses.asdict(stats))
+    print(stats.summary(), flush=True)
 
-    examples, stats = mine_negatives(
+    checkpoints = out / "checkpoints"
+    has_checkpoint = checkpoints.is_dir() and get_last_checkpoint(str(checkpoints)) is not None
+    cfg = dataclasses.replace(cfg, checkpoint_dir=str(checkpoints), resume=options.resume and has_checkpoint)
+    result = train_model(model, examples, cfg, show_progress=show)
+    save_model(model, out / "model", overwrite=True)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the finished model replaces them
+    tuned = evaluate_model(model, eval_data, options.top_k, max_q, max_p, options.encode_batch_size, None, show)
+    return _report(options, cfg, out, base, tuned, stats, result, started, encode_seconds)
+
+
+def _mine(options: RunOptions, model, train_data, corpus_emb, max_q: int, max_p: int, show: bool):
+    cfg = options.train
+    return mine_negatives(
         model,
         train_data,
         num_negatives=options.num_negatives,
@@ -106,13 +147,9 @@ def run(options: RunOptions) -> dict[str, Any]:
         corpus_embeddings=corpus_emb if options.strategy == "ance" else None,
         neg_queries=options.neg_queries,
     )
-    print(stats.summary(), flush=True)
-    write_train_jsonl(out / "train.jsonl", examples)
 
-    result = train_model(model, examples, cfg, show_progress=show)
-    save_model(model, out / "model", overwrite=True)
-    tuned = evaluate_model(model, eval_data, options.top_k, max_q, max_p, options.encode_batch_size, None, show)
 
+def _report(options: RunOptions, cfg: TrainConfig, out: Path, base, tuned, stats, result, started: float, encode_seconds: float):
     report = {
         "clpft_version": clpft.__version__,
         "data": str(options.data),

@@ -8,11 +8,13 @@ queries and passages get their own length limits, and only the chosen layers tra
 from __future__ import annotations
 
 import logging
+import contextlib
 import math
 import random
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -77,8 +79,14 @@ class CLPDataCollator:
     seed: int = 42
     valid_label_columns: list[str] = field(default_factory=list)  # read by the trainer
 
-    def __post_init__(self) -> None:
-        self._rng = random.Random(self.seed)
+    epoch: int = 0  # set by EpochCallback, so a resumed run draws the same positives
+
+    def choose_positive(self, query: str, positives: list[str]) -> str:
+        """One positive per query and epoch, a pure function of (seed, epoch, query): reproducible
+        and unchanged by a resume, unlike a running random generator."""
+        if len(positives) == 1:
+            return positives[0]
+        return random.Random(f"{self.seed}:{self.epoch}:{query}").choice(positives)
 
     @classmethod
     def for_model(
@@ -112,7 +120,7 @@ class CLPDataCollator:
         negative_columns = sorted((c for c in features[0] if c.startswith("negative_")), key=lambda c: int(c.split("_")[1]))
         batch: dict[str, Any] = {}
         self._tokenize(batch, "query", [f["query"] for f in features], self.query_prompt, self.query_max_tokens)
-        positives = [f["positive"] if "positive" in f else self._rng.choice(f["positives"]) for f in features]
+        positives = [f["positive"] if "positive" in f else self.choose_positive(f["query"], f["positives"]) for f in features]
         self._tokenize(batch, "positive", positives, self.passage_prompt, self.passage_max_tokens)
         for column in negative_columns:
             self._tokenize(batch, column, [f[column] for f in features], self.passage_prompt, self.passage_max_tokens)
@@ -137,6 +145,36 @@ class CLPDataCollator:
             self._tokenize(batch, "negq", list(rows), self.query_prompt, self.query_max_tokens)
         batch["label"] = labels
         return batch
+
+
+class NonFiniteLoss(ClpftError):
+    pass
+
+
+def _trainer_class():
+    from sentence_transformers import SentenceTransformerTrainer
+    from transformers import TrainerCallback
+
+    class EpochCallback(TrainerCallback):
+        def __init__(self, collator: CLPDataCollator) -> None:
+            self.collator = collator
+
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            self.collator.epoch = int(state.epoch or 0)
+
+    class Trainer(SentenceTransformerTrainer):
+        """sentence-transformers' trainer that stops at the first NaN/inf loss instead of training on."""
+
+        def training_step(self, *args, **kwargs):
+            loss = super().training_step(*args, **kwargs)
+            if not torch.isfinite(loss).all():
+                raise NonFiniteLoss(
+                    f"the loss became {loss.item()} at step {self.state.global_step + 1}; stopped "
+                    "(lower --lr, raise --temperature, or check the training data); the last checkpoint, if any, is kept"
+                )
+            return loss
+
+    return Trainer, EpochCallback
 
 
 def set_trainable(model: SentenceTransformer, train_only: str) -> tuple[int, int]:
@@ -186,6 +224,9 @@ class TrainConfig:
     seed: int = 42
     max_steps: int = -1
     logging_steps: int = 0  # 0: about 20 log lines per run
+    save_steps: int = 0  # 0: no checkpoints
+    checkpoint_dir: str | None = None  # where checkpoints go (default: a temporary folder)
+    resume: bool = False  # continue from the last checkpoint in checkpoint_dir
 
 
 @dataclass
@@ -219,9 +260,10 @@ def train_model(
     model: SentenceTransformer, examples: list[TrainExample], config: TrainConfig, show_progress: bool = True
 ) -> TrainResult:
     """Fine-tune ``model`` in place on ``examples`` as ``config`` says (upcycling it to MoE first if asked)."""
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
     from transformers import set_seed
+    from transformers.trainer_utils import get_last_checkpoint
 
     if config.moe not in ("none", "intermediate", "output"):
         raise ClpftError(f"--moe must be none, intermediate or output, got {config.moe!r}")
@@ -248,7 +290,18 @@ def train_model(
     )
     steps_per_epoch = math.ceil(len(dataset) / config.batch_size / config.grad_accum)
     total_steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
-    with tempfile.TemporaryDirectory(prefix="clpft-trainer-") as scratch:
+    if config.save_steps and not config.checkpoint_dir:
+        raise ClpftError("checkpoints (--save-steps) need a checkpoint folder")
+    resume_from = None
+    if config.resume:
+        if not config.checkpoint_dir or not Path(config.checkpoint_dir).is_dir():
+            raise ClpftError(f"nothing to resume: no checkpoint folder {config.checkpoint_dir}")
+        resume_from = get_last_checkpoint(config.checkpoint_dir)
+        if resume_from is None:
+            raise ClpftError(f"nothing to resume: {config.checkpoint_dir} holds no checkpoint")
+        print(f"resuming from {resume_from}", flush=True)
+    with contextlib.ExitStack() as stack:
+        scratch = config.checkpoint_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="clpft-trainer-"))
         args = SentenceTransformerTrainingArguments(
             output_dir=scratch,
             num_train_epochs=config.epochs,
@@ -260,7 +313,9 @@ def train_model(
             weight_decay=0.0,
             seed=config.seed,
             data_seed=config.seed,
-            save_strategy="no",
+            save_strategy="steps" if config.save_steps else "no",
+            save_steps=config.save_steps or 500,
+            save_total_limit=2,
             report_to="none",
             logging_steps=config.logging_steps or max(1, total_steps // 20),
             disable_tqdm=not show_progress,
@@ -270,15 +325,15 @@ def train_model(
             # Two rows of one query in a batch would make each other's positive a false negative.
             batch_sampler=BatchSamplers.NO_DUPLICATES if config.batch_size > 1 else BatchSamplers.BATCH_SAMPLER,
         )
-        trainer = SentenceTransformerTrainer(
-            model=model, args=args, train_dataset=dataset, loss=loss, data_collator=collator
-        )
+        trainer_class, epoch_callback = _trainer_class()
+        trainer = trainer_class(model=model, args=args, train_dataset=dataset, loss=loss, data_collator=collator)
+        trainer.add_callback(epoch_callback(collator))
         if not show_progress:
             from transformers.trainer_callback import PrinterCallback
 
             trainer.remove_callback(PrinterCallback)
         started = time.perf_counter()
-        trainer.train()
+        trainer.train(resume_from_checkpoint=resume_from)
         seconds = time.perf_counter() - started
         history = [
             {k: v for k, v in entry.items() if k in ("step", "epoch", "loss", "learning_rate", "grad_norm")}
