@@ -61,6 +61,9 @@ def test_mine_train_eval_with_tiny_model(tiny_model_dir, tiny_beir, tmp_path, ca
     assert main(["train", "--train", str(train_file), "--out", str(model_dir), "--model", str(tiny_model_dir),
                  "--num-negatives", "2", "--epochs", "1", "--lr", "1e-3", "--quiet"]) == 0
     assert (model_dir / "modeling_clpft_moe.py").exists() and (model_dir / "training.json").exists()
+    card = (model_dir / "README.md").read_text()
+    assert card.startswith("---\n") and "## Fine-tuned with clpft" in card and "trust_remote_code=True" in card
+    assert (model_dir / "training_loss.png").read_bytes()[:4] == b"\x89PNG"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
 
     metrics_file = tmp_path / "metrics.json"
@@ -81,6 +84,9 @@ def test_console_script_run(tiny_model_dir, tiny_beir, tmp_path):
     assert {"metrics.json", "train.jsonl", "model", "manifest.json", "base_metrics.json"} <= {p.name for p in out.iterdir()}
     report = json.loads((out / "metrics.json").read_text())
     assert set(report["base"]["metrics"]) == set(report["finetuned"]["metrics"])
+    card = (out / "model" / "README.md").read_text()
+    assert f"| nDCG@10 | {report['base']['metrics']['ndcg@10']:.4f} | {report['finetuned']['metrics']['ndcg@10']:.4f} |" in card
+    assert (out / "training_loss.png").exists()
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
 

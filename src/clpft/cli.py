@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import random
@@ -317,7 +318,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from clpft.data import read_train_jsonl
     from clpft.files import write_json
     from clpft.models import load_model, save_model
+    from clpft.model_card import add_to_model_card, card_section
     from clpft.pipeline import peak_rss_mb
+    from clpft.plots import plot_loss
 
     if os.path.exists(args.out) and os.listdir(args.out) and not args.overwrite:
         raise ClpftError(f"{args.out} already exists and is not empty (pass --overwrite to replace it)")
@@ -336,6 +339,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
     save_model(model, args.out, overwrite=args.overwrite)
     shutil.rmtree(checkpoints, ignore_errors=True)
     write_json(os.path.join(args.out, "training.json"), {**result.to_json(), "peak_rss_mb": peak_rss_mb()})
+    add_to_model_card(args.out, card_section(args.model or "all-MiniLM-L6-v2 (packaged)", dataclasses.asdict(config), args.train))
+    plot_loss(result.loss_history, os.path.join(args.out, "training_loss.png"))
     last = result.loss_history[-1]["loss"] if result.loss_history else float("nan")
     print(f"trained {result.optimizer_steps} steps in {result.seconds:.0f} s (last logged loss {last:.4f}); wrote {args.out}")
 

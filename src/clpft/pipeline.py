@@ -23,6 +23,8 @@ from clpft.errors import ClpftError
 from clpft.evaluation import METRICS, encode_corpus, evaluate_model
 from clpft.files import write_json
 from clpft.manifest import build_manifest
+from clpft.model_card import add_to_model_card, card_section
+from clpft.plots import plot_loss
 from clpft.mining import MiningStats, mine_negatives
 from clpft.negqueries.chain import GeneratorSettings
 from clpft.models import load_model, save_model
@@ -173,6 +175,11 @@ def _report(options: RunOptions, cfg: TrainConfig, out: Path, base, tuned, stats
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
     }
     write_json(out / "metrics.json", report)
+    add_to_model_card(
+        out / "model",
+        card_section(report["model"], report["train_config"], report["data"], (base["metrics"], tuned["metrics"]), options.eval_split),
+    )
+    plot_loss(result.loss_history, out / "training_loss.png")
     data_files = [Path(options.data) / name for name in ("corpus.jsonl", "queries.jsonl")]
     data_files += [Path(options.data) / "qrels" / f"{split}.tsv" for split in (options.train_split, options.eval_split)]
     write_json(out / "manifest.json", build_manifest(report["options"] | {"train": report["train_config"]}, data_files, cfg.seed))
