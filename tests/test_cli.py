@@ -118,3 +118,15 @@ def test_config_file_sets_options_and_flags_override(tmp_path, capsys):
     config.write_text("data: /some/data\nepochz: 1\n")
     assert main(["run", "--config", str(config)]) == 2
     assert "unknown option 'epochz' for clpft run" in capsys.readouterr().err
+
+
+def test_same_seed_same_results(tiny_model_dir, tiny_beir, tmp_path):
+    reports = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert main(["run", "--data", str(tiny_beir), "--out", str(out), "--model", str(tiny_model_dir),
+                     "--num-negatives", "2", "--epochs", "1", "--lr", "1e-3", "--quiet"]) == 0
+        reports.append(json.loads((out / "metrics.json").read_text()))
+    assert (tmp_path / "a" / "train.jsonl").read_text() == (tmp_path / "b" / "train.jsonl").read_text()
+    assert reports[0]["finetuned"]["per_query"] == reports[1]["finetuned"]["per_query"]
+    assert [h["loss"] for h in reports[0]["training"]["loss_history"]] == [h["loss"] for h in reports[1]["training"]["loss_history"]]

@@ -35,6 +35,8 @@ def _add_model(parser: argparse.ArgumentParser, required: bool = False) -> None:
         default=None,
         help="local model folder or hub id (e.g. BAAI/bge-m3); default: the packaged all-MiniLM-L6-v2",
     )
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow a model folder's own Python code to run (never needed for clpft's MoE models)")
 
 
 def _add_common(parser: argparse.ArgumentParser, defaults) -> None:
@@ -301,7 +303,7 @@ def _cmd_mine(args: argparse.Namespace) -> None:
     if os.path.exists(args.out) and not args.overwrite:
         raise ClpftError(f"{args.out} already exists (pass --overwrite to replace it)")
     dataset = load_dataset(args.data, args.split)
-    model = load_model(args.model) if args.strategy == "ance" else None
+    model = load_model(args.model, trust_remote_code=args.trust_remote_code) if args.strategy == "ance" else None
     limit = (model.max_seq_length if model is not None else None) or 10**9
     examples, stats = mine_negatives(
         model, dataset, args.num_negatives, args.rank_from, args.rank_to, args.max_score_ratio, args.strategy,
@@ -330,7 +332,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     examples = read_train_jsonl(args.train)
     if args.max_train_queries is not None and args.max_train_queries < len(examples):
         examples = random.Random(args.seed).sample(examples, args.max_train_queries)
-    model = load_model(args.model)
+    model = load_model(args.model, trust_remote_code=args.trust_remote_code)
     from clpft.training import train_model
 
     config = _train_config(args)
@@ -355,7 +357,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     if args.out and os.path.exists(args.out) and not args.overwrite:
         raise ClpftError(f"{args.out} already exists (pass --overwrite to replace it)")
     dataset = load_dataset(args.data, args.split)
-    model = load_model(args.model)
+    model = load_model(args.model, trust_remote_code=args.trust_remote_code)
     limit = model.max_seq_length or 10**9
     result = evaluate_model(
         model, dataset, args.top_k, min(args.query_max_tokens, limit), min(args.passage_max_tokens, limit),
@@ -372,7 +374,8 @@ def _cmd_run(args: argparse.Namespace) -> None:
 
     run(
         RunOptions(
-            data=args.data, out=args.out, model=args.model, train_split=args.train_split, eval_split=args.eval_split,
+            data=args.data, out=args.out, model=args.model, trust_remote_code=args.trust_remote_code,
+            train_split=args.train_split, eval_split=args.eval_split,
             strategy=args.strategy, num_negatives=args.num_negatives, rank_from=args.rank_from, rank_to=args.rank_to,
             max_score_ratio=args.max_score_ratio, max_train_queries=args.max_train_queries, top_k=args.top_k,
             encode_batch_size=args.encode_batch_size, overwrite=args.overwrite, resume=args.resume, quiet=args.quiet,
@@ -385,7 +388,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
 def _cmd_ablation(args: argparse.Namespace) -> None:
     from clpft.ablation import AblationOptions, run_ablation
 
-    passed: dict[str, list[str]] = {"mine": [], "train": [], "eval": []}
+    passed: dict[str, list[str]] = {k: (["--trust-remote-code"] if args.trust_remote_code else []) for k in ("mine", "train", "eval")}
     for flag, _, where, _ in ABLATION_PASSTHROUGH:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:

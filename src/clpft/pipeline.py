@@ -55,6 +55,7 @@ class RunOptions:
     data: str
     out: str
     model: str | None = None
+    trust_remote_code: bool = False
     train_split: str = "train"
     eval_split: str = "test"
     strategy: str = "ance"
@@ -91,7 +92,7 @@ def run(options: RunOptions) -> dict[str, Any]:
     started = time.perf_counter()
     train_data = load_dataset(options.data, options.train_split)
     eval_data = load_dataset(options.data, options.eval_split)
-    model = load_model(options.model)
+    model = load_model(options.model, trust_remote_code=options.trust_remote_code)
     max_q = min(cfg.query_max_tokens, model.max_seq_length or cfg.query_max_tokens)
     max_p = min(cfg.passage_max_tokens, model.max_seq_length or cfg.passage_max_tokens)
     print(f"model: {options.model or clpft.models.DEFAULT_MODEL_NAME}; query/passage max tokens {max_q}/{max_p}", flush=True)
