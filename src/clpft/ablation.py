@@ -99,8 +99,10 @@ def run_ablation(options: AblationOptions) -> dict[str, Any]:
         raise ClpftError(f"unknown rows {', '.join(unknown)} (choose from {', '.join(ROWS)})")
     if options.seeds < 1:
         raise ClpftError("--seeds must be at least 1")
+    from clpft.data.download import resolve_data
+
     out = Path(options.out)
-    data = Path(options.data)
+    data = resolve_data(options.data)
     data_key = _key(
         [_file_digest(p) for p in [data / "corpus.jsonl", data / "queries.jsonl", data / "qrels" / f"{options.train_split}.tsv", data / "qrels" / f"{options.eval_split}.tsv"] if p.is_file()]
     )

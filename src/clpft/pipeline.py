@@ -19,6 +19,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 import clpft
 from clpft.data import load_dataset, read_train_jsonl, write_train_jsonl
+from clpft.data.download import resolve_data
 from clpft.errors import ClpftError
 from clpft.evaluation import METRICS, encode_corpus, evaluate_model
 from clpft.files import write_json
@@ -181,8 +182,9 @@ def _report(options: RunOptions, cfg: TrainConfig, out: Path, base, tuned, stats
         card_section(report["model"], report["train_config"], report["data"], (base["metrics"], tuned["metrics"]), options.eval_split),
     )
     plot_loss(result.loss_history, out / "training_loss.png")
-    data_files = [Path(options.data) / name for name in ("corpus.jsonl", "queries.jsonl")]
-    data_files += [Path(options.data) / "qrels" / f"{split}.tsv" for split in (options.train_split, options.eval_split)]
+    root = resolve_data(options.data)
+    data_files = [root / name for name in ("corpus.jsonl", "queries.jsonl")]
+    data_files += [root / "qrels" / f"{split}.tsv" for split in (options.train_split, options.eval_split)]
     write_json(out / "manifest.json", build_manifest(report["options"] | {"train": report["train_config"]}, data_files, cfg.seed))
     print(format_table({"base": base["metrics"], "fine-tuned": tuned["metrics"]}), flush=True)
     print(f"wall time {report['seconds']['total']:.0f} s, peak memory {report['peak_rss_mb']:.0f} MB; wrote {out}/", flush=True)

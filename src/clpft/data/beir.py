@@ -124,8 +124,10 @@ def load_qrels(path: Path) -> tuple[dict[str, dict[str, int]], int]:
 
 
 def load_dataset(path: str | Path, split: str = "test") -> Dataset:
-    """Load ``path`` (a BEIR folder) with the qrels of ``split``."""
-    root = Path(path)
+    """Load ``path`` (a BEIR folder, or ``beir:NAME`` / ``miracl:LANG``, fetched once) with the qrels of ``split``."""
+    from clpft.data.download import resolve_data
+
+    root = resolve_data(path)
     if not root.is_dir():
         raise DataError(root, None, "dataset folder not found")
     splits = available_splits(root)

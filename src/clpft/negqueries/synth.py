@@ -31,7 +31,9 @@ def synthesize(
     backends = [b for b in settings.backends if b != "qrels"]
     if not backends:
         raise ClpftError("clpft synth needs a generating backend: llm, doc2query or extractive")
-    corpus = load_corpus(Path(data) / "corpus.jsonl")
+    from clpft.data.download import resolve_data
+
+    corpus = load_corpus(resolve_data(data) / "corpus.jsonl")
     doc_ids = list(corpus)
     if max_docs is not None and max_docs < len(doc_ids):
         doc_ids = sorted(random.Random(settings.seed).sample(doc_ids, max_docs), key=list(corpus).index)
