@@ -119,3 +119,37 @@ def test_invalid_hyperparameters():
         CLPLoss(NoModel(), penalty_weight=1.5)
     with pytest.raises(ValueError):
         CLPLoss(NoModel(), temperature=0)
+
+
+@pytest.mark.parametrize("penalty_weight", [0.1, 0.0])
+def test_cached_clp_gradients_equal_clp(tiny_model, penalty_weight):
+    from clpft.losses import CachedCLPLoss
+    from clpft.training import CLPDataCollator
+
+    rows = [
+        {"query": f"what is {a}", "positive": f"the study of {a}", "negative_1": f"the {b} study", "negative_2": f"{c} in mice",
+         "neg_queries": [[f"what is {b}"], []] if i % 2 else [[f"what is {c}", "protein"], [f"how does {b}"]]}
+        for i, (a, b, c) in enumerate([("protein cell", "cancer risk", "heart"), ("wing flow", "air pressure", "sun"),
+                                       ("vitamin heart", "blood brain", "gene"), ("shock layer", "heat speed", "moon"),
+                                       ("water light", "drug treatment", "brain")])
+    ]
+    collator = CLPDataCollator.for_model(tiny_model, with_negative_queries=penalty_weight > 0)
+
+    def features():
+        batch = collator(rows)
+        columns = ["query", "positive", "negative_1", "negative_2"] + (["negq"] if "negq_input_ids" in batch else [])
+        return [{k[len(c) + 1:]: v for k, v in batch.items() if k.startswith(c + "_")} for c in columns], batch["label"]
+
+    tiny_model.train()
+    grads = []
+    values = []
+    for loss_fn in (CLPLoss(tiny_model, penalty_weight), CachedCLPLoss(tiny_model, penalty_weight, mini_batch_size=2)):
+        tiny_model.zero_grad()
+        loss = loss_fn(*features())
+        loss.backward()
+        values.append(loss.item())
+        grads.append({n: p.grad.clone() for n, p in tiny_model.named_parameters() if p.grad is not None})
+    assert values[0] == pytest.approx(values[1], abs=1e-6)
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-5)

@@ -79,10 +79,11 @@ def test_freezing_policy(tiny_model):
     assert trainable == moe and moe == 2 * dense + sum(m.router.weight.numel() for m in hf.modules() if isinstance(m, MoELinear))
 
 
-@pytest.mark.parametrize("loss,batch_size", [("clp", 1), ("clp", 3), ("infonce", 2)])
-def test_training_changes_only_moe_layers(tiny_model, loss, batch_size):
+@pytest.mark.parametrize("loss,batch_size,gradcache", [("clp", 1, 0), ("clp", 3, 0), ("infonce", 2, 0), ("clp", 3, 2)])
+def test_training_changes_only_moe_layers(tiny_model, loss, batch_size, gradcache):
     before = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
-    config = TrainConfig(loss=loss, batch_size=batch_size, grad_accum=1, learning_rate=1e-3, epochs=1, num_negatives=2)
+    config = TrainConfig(loss=loss, batch_size=batch_size, grad_accum=1, learning_rate=1e-3, epochs=1, num_negatives=2,
+                         gradcache_mini_batch=gradcache)
     result = train_model(tiny_model, examples(6), config, show_progress=False)
     assert result.optimizer_steps == -(-6 // batch_size)
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.loss_history)

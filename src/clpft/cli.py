@@ -127,6 +127,9 @@ def _add_training(parser: argparse.ArgumentParser, defaults) -> None:
                        help="stop after this many optimizer steps (-1: run all epochs)")
     group.add_argument("--max-queries-per-negative", type=_positive_int, default=defaults.max_queries_per_negative,
                        help="own queries of one negative used by the penalty")
+    group.add_argument("--gradcache-mini-batch", type=int, default=defaults.gradcache_mini_batch,
+                       help="> 0: GradCache (CachedCLPLoss), embedding this many texts at a time: large batches in "
+                            "small memory, same gradients")
     group.add_argument("--save-steps", type=int, default=0,
                        help="checkpoint every N optimizer steps (0: none); checkpoints are removed once the model is saved")
     group.add_argument("--resume", action="store_true",
@@ -157,6 +160,7 @@ def _train_config(args: argparse.Namespace):
         max_steps=args.max_steps,
         save_steps=args.save_steps,
         resume=args.resume,
+        gradcache_mini_batch=args.gradcache_mini_batch,
     )
 
 

@@ -22,7 +22,7 @@ from sentence_transformers import SentenceTransformer
 
 from clpft.data.trainset import TrainExample
 from clpft.errors import ClpftError
-from clpft.losses import CLPLoss, InfoNCELoss
+from clpft.losses import CachedCLPLoss, CLPLoss, InfoNCELoss
 from clpft.modeling_clpft_moe import MoELinear, encoder_layers
 from clpft.moe import hf_model_of, moe_settings, upcycle
 
@@ -224,6 +224,7 @@ class TrainConfig:
     seed: int = 42
     max_steps: int = -1
     logging_steps: int = 0  # 0: about 20 log lines per run
+    gradcache_mini_batch: int = 0  # > 0: CachedCLPLoss embedding this many texts at a time
     save_steps: int = 0  # 0: no checkpoints
     checkpoint_dir: str | None = None  # where checkpoints go (default: a temporary folder)
     resume: bool = False  # continue from the last checkpoint in checkpoint_dir
@@ -244,6 +245,9 @@ class TrainResult:
 
 
 def make_loss(model: SentenceTransformer, config: TrainConfig) -> torch.nn.Module:
+    if config.gradcache_mini_batch > 0 and config.loss in ("clp", "infonce"):
+        weight = config.penalty_weight if config.loss == "clp" else 0.0
+        return CachedCLPLoss(model, weight, config.temperature, mini_batch_size=config.gradcache_mini_batch)
     if config.loss == "clp":
         return CLPLoss(model, penalty_weight=config.penalty_weight, temperature=config.temperature)
     if config.loss == "infonce":
