@@ -99,13 +99,18 @@ def run(options: RunOptions) -> dict[str, Any]:
     print(f"model: {options.model or clpft.models.DEFAULT_MODEL_NAME}; query/passage max tokens {max_q}/{max_p}", flush=True)
 
     # With --resume every stage whose output is already in RUN_DIR is read back instead of redone.
-    base_file, train_file = out / "base_metrics.json", out / "train.jsonl"
-    resumed = options.resume and base_file.is_file() and train_file.is_file()
+    if options.resume and (out / "metrics.json").is_file() and (out / "model").is_dir():
+        report = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        print(f"{out} is already finished", flush=True)
+        print(format_table({"base": report["base"]["metrics"], "fine-tuned": report["finetuned"]["metrics"]}), flush=True)
+        return report
+    base_file, train_file, stats_file = out / "base_metrics.json", out / "train.jsonl", out / "train.jsonl.stats.json"
+    resumed = options.resume and base_file.is_file() and train_file.is_file() and stats_file.is_file()
     corpus_emb = None
     encode_seconds = 0.0
     if resumed:
         base = json.loads(base_file.read_text(encoding="utf-8"))
-        stats = MiningStats(**json.loads((out / "train.jsonl.stats.json").read_text(encoding="utf-8")))
+        stats = MiningStats(**json.loads(stats_file.read_text(encoding="utf-8")))
         examples = read_train_jsonl(train_file)
         print(f"resuming {out}: base metrics and {len(examples)} mined queries read back", flush=True)
     else:
@@ -119,7 +124,7 @@ def run(options: RunOptions) -> dict[str, Any]:
     if not resumed:
         examples, stats = _mine(options, model, train_data, corpus_emb, max_q, max_p, show)
         write_train_jsonl(train_file, examples)
-        write_json(out / "train.jsonl.stats.json", dataclasses.asdict(stats))
+        write_json(stats_file, dataclasses.asdict(stats))
     print(stats.summary(), flush=True)
 
     checkpoints = out / "checkpoints"
