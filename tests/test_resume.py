@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -89,3 +90,20 @@ def test_nan_loss_stops_training(tiny_model):
         next(tiny_model.parameters()).fill_(float("nan"))
     with pytest.raises(ClpftError, match=r"the loss became nan at step 1"):
         train_model(tiny_model, examples, TrainConfig(num_negatives=1, grad_accum=1), show_progress=False)
+
+
+def test_run_resume_reuses_finished_stages(tiny_model_dir, tiny_beir, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["run", "--data", str(tiny_beir), "--out", str(out), "--model", str(tiny_model_dir), "--num-negatives", "2",
+            "--epochs", "1", "--quiet"]
+    assert main(args) == 0
+    assert main([*args, "--resume"]) == 0
+    assert "is already finished" in capsys.readouterr().out
+    # as if it had died during training: the mined set and base metrics are kept, the rest redone
+    stamp = (out / "train.jsonl").stat().st_mtime_ns
+    shutil.rmtree(out / "model")
+    (out / "metrics.json").unlink()
+    assert main([*args, "--resume"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    assert (out / "train.jsonl").stat().st_mtime_ns == stamp and (out / "model").is_dir() and (out / "metrics.json").exists()
+    assert main(args) == 2  # without --resume or --overwrite an existing run is never touched
