@@ -30,16 +30,18 @@ def test_build_dataset_one_row_per_query_and_skips_short_rows(tiny_model):
     dataset, skipped = build_dataset(rows, num_negatives=2)
     assert skipped == 1 and len(dataset) == 2
     assert dataset.column_names == ["query", "positives", "negative_1", "negative_2", "neg_queries"]
-    # the collator draws one positive per row, seeded: over many draws both positives appear
+    # the collator draws one positive per row and epoch, a function of (seed, epoch, query)
     collator = CLPDataCollator.for_model(tiny_model, seed=3)
     seen = set()
-    for _ in range(20):
+    for epoch in range(20):
+        collator.epoch = epoch
         ids = collator([dataset[0]])["positive_input_ids"][0].tolist()
         seen.add(tuple(i for i in ids if i))
     assert len(seen) == 2
-    again = CLPDataCollator.for_model(tiny_model, seed=3)([dataset[0]])["positive_input_ids"]
-    first = CLPDataCollator.for_model(tiny_model, seed=3)([dataset[0]])["positive_input_ids"]
-    assert first.equal(again)
+    collator.epoch = 5
+    again = CLPDataCollator.for_model(tiny_model, seed=3)
+    again.epoch = 5
+    assert collator([dataset[0]])["positive_input_ids"].equal(again([dataset[0]])["positive_input_ids"])
 
 
 def test_collator_maps_each_negative_to_its_queries(tiny_model):
