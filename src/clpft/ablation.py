@@ -24,6 +24,7 @@ from clpft.errors import ClpftError
 from clpft.evaluation.metrics import METRICS
 from clpft.evaluation.statistics import bootstrap_ci, paired_randomization_test
 from clpft.files import atomic_file, write_json, write_text
+from clpft.manifest import sha256_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,14 +65,6 @@ class AblationOptions:
     quiet: bool = False
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -104,7 +97,7 @@ def run_ablation(options: AblationOptions) -> dict[str, Any]:
     out = Path(options.out)
     data = resolve_data(options.data)
     data_key = _key(
-        [_file_digest(p) for p in [data / "corpus.jsonl", data / "queries.jsonl", data / "qrels" / f"{options.train_split}.tsv", data / "qrels" / f"{options.eval_split}.tsv"] if p.is_file()]
+        [sha256_of(p) for p in [data / "corpus.jsonl", data / "queries.jsonl", data / "qrels" / f"{options.train_split}.tsv", data / "qrels" / f"{options.eval_split}.tsv"] if p.is_file()]
     )
     model_args = ["--model", options.model] if options.model else []
 
