@@ -18,8 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from clpft.evaluation.metrics import LABELS
+
 RESULTS = Path(__file__).resolve().parent / "results"
-LABELS = {"ndcg@5": "nDCG@5", "ndcg@10": "nDCG@10", "recall@100": "recall@100", "mrr@10": "MRR@10", "map": "MAP"}
 
 
 def machine() -> dict:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from clpft.evaluation.metrics import LABELS
 from clpft.files import write_text
 
-LABELS = {"ndcg@5": "nDCG@5", "ndcg@10": "nDCG@10", "recall@100": "recall@100", "mrr@10": "MRR@10", "map": "MAP"}
 
 
 def card_section(

@@ -21,7 +21,7 @@ import clpft
 from clpft.data import load_dataset, read_train_jsonl, write_train_jsonl
 from clpft.data.download import resolve_data
 from clpft.errors import ClpftError
-from clpft.evaluation import METRICS, encode_corpus, evaluate_model
+from clpft.evaluation import LABELS, METRICS, encode_corpus, evaluate_model
 from clpft.files import write_json
 from clpft.manifest import build_manifest
 from clpft.model_card import add_to_model_card, card_section
@@ -31,7 +31,6 @@ from clpft.negqueries.chain import GeneratorSettings
 from clpft.models import load_model, save_model
 from clpft.training import TrainConfig, train_model
 
-LABELS = {"ndcg@5": "nDCG@5", "ndcg@10": "nDCG@10", "recall@100": "recall@100", "mrr@10": "MRR@10", "map": "MAP"}
 
 
 def peak_rss_mb() -> float:

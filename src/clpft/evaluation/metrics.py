@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytrec_eval
 
 METRICS = ("ndcg@5", "ndcg@10", "recall@100", "mrr@10", "map")
+# How reports and tables name them.
+LABELS = {"ndcg@5": "nDCG@5", "ndcg@10": "nDCG@10", "recall@100": "recall@100", "mrr@10": "MRR@10", "map": "MAP"}
 
 _TREC_NAMES = {"ndcg_cut_5": "ndcg@5", "ndcg_cut_10": "ndcg@10", "recall_100": "recall@100", "map": "map"}
 
