@@ -107,3 +107,10 @@ def test_run_resume_reuses_finished_stages(tiny_model_dir, tiny_beir, tmp_path, 
     assert "resuming" in capsys.readouterr().out
     assert (out / "train.jsonl").stat().st_mtime_ns == stamp and (out / "model").is_dir() and (out / "metrics.json").exists()
     assert main(args) == 2  # without --resume or --overwrite an existing run is never touched
+    # --resume into a folder that holds a different run: refused, nothing in it touched
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main([*args, "--resume", "--lr", "3e-5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds a different run" in err and "train.learning_rate" in err
+    assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}

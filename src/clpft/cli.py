@@ -17,7 +17,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 
-from clpft.errors import ClpftError
+from clpft.errors import ClpftError, redact_secrets
 
 
 
@@ -134,6 +134,12 @@ def _add_training(parser: argparse.ArgumentParser, defaults) -> None:
                        help="checkpoint every N optimizer steps (0: none); checkpoints are removed once the model is saved")
     group.add_argument("--resume", action="store_true",
                        help="continue an interrupted run from its last checkpoint (run: also reuse finished stages)")
+    group.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
+                       help="hold out this share of the training queries; nDCG@10 on them (ranking their positives and "
+                            "mined negatives) is tracked during training and drawn in training_loss.png: tune on this, "
+                            "never on the test split")
+    group.add_argument("--eval-steps", type=int, default=defaults.eval_steps,
+                       help="with --val-fraction: evaluate every N optimizer steps (0: about 5 times per run)")
 
 
 def _train_config(args: argparse.Namespace):
@@ -161,6 +167,8 @@ def _train_config(args: argparse.Namespace):
         save_steps=args.save_steps,
         resume=args.resume,
         gradcache_mini_batch=args.gradcache_mini_batch,
+        val_fraction=args.val_fraction,
+        eval_steps=args.eval_steps,
     )
 
 
@@ -204,7 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", formatter_class=formatter, help="dense-retrieval metrics on a split",
                                    description="nDCG@5/@10, recall@100, MRR@10 and MAP (pytrec_eval), per query too.")
-    evaluate.add_argument("--data", required=True, help="BEIR-layout dataset folder")
+    evaluate.add_argument("--data", default=None, help="BEIR-layout dataset folder (or beir:NAME / miracl:LANG); "
+                          "needed unless --mteb is given")
+    evaluate.add_argument("--mteb", default=None, metavar="TASK[,TASK...]",
+                          help="also evaluate on these MTEB tasks through the mteb package (pip install mteb; "
+                               "it downloads the task data)")
     evaluate.add_argument("--split", default="test", help="qrels split to evaluate on")
     _add_model(evaluate)
     evaluate.add_argument("--out", default=None, help="metrics JSON file to write (mean and per-query values)")
@@ -292,16 +304,41 @@ ABLATION_PASSTHROUGH = [
 ]
 
 
+class _RedactSecrets(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact_secrets(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
 def _setup_logging(quiet: bool) -> None:
+    if quiet:
+        _silence_progress_bars()
     logging.basicConfig(format="clpft: %(message)s", level=logging.WARNING if quiet else logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_RedactSecrets())
     for noisy in ("sentence_transformers", "transformers", "faiss", "httpx", "datasets", "accelerate"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not quiet else logging.ERROR)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    if quiet:
-        os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def _silence_progress_bars() -> None:
+    # TQDM_DISABLE only works if set before tqdm is imported; libraries (e.g. sentence-transformers' model
+    # card) also draw bars of their own. Both are switched off here so --quiet really is quiet.
+    os.environ["TQDM_DISABLE"] = "1"
+    import functools
+
+    import tqdm.std
+
+    if not getattr(tqdm.std.tqdm.__init__, "_clpft_quiet", False):
+        quiet_init = functools.partialmethod(tqdm.std.tqdm.__init__, disable=True)
+        quiet_init._clpft_quiet = True
+        tqdm.std.tqdm.__init__ = quiet_init
 
 
 def _cmd_mine(args: argparse.Namespace) -> None:
@@ -352,7 +389,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     shutil.rmtree(checkpoints, ignore_errors=True)
     write_json(os.path.join(args.out, "training.json"), {**result.to_json(), "peak_rss_mb": peak_rss_mb()})
     add_to_model_card(args.out, card_section(args.model or "all-MiniLM-L6-v2 (packaged)", dataclasses.asdict(config), args.train))
-    plot_loss(result.loss_history, os.path.join(args.out, "training_loss.png"))
+    plot_loss(result.loss_history, os.path.join(args.out, "training_loss.png"), result.val_history)
     last = result.loss_history[-1]["loss"] if result.loss_history else float("nan")
     print(f"trained {result.optimizer_steps} steps in {result.seconds:.0f} s (last logged loss {last:.4f}); wrote {args.out}")
 
@@ -366,17 +403,27 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     if args.out and os.path.exists(args.out) and not args.overwrite:
         raise ClpftError(f"{args.out} already exists (pass --overwrite to replace it)")
-    dataset = load_dataset(args.data, args.split)
+    if not args.data and not args.mteb:
+        raise ClpftError("clpft eval needs --data, --mteb or both")
+    dataset = load_dataset(args.data, args.split) if args.data else None
     model = load_model(args.model, trust_remote_code=args.trust_remote_code)
     limit = model.max_seq_length or 10**9
-    result = evaluate_model(
-        model, dataset, args.top_k, min(args.query_max_tokens, limit), min(args.passage_max_tokens, limit),
-        args.encode_batch_size, None, not args.quiet,
-    )
-    result = {"model": args.model or "all-MiniLM-L6-v2 (packaged)", "data": args.data, **result}
+    result: dict = {"model": args.model or "all-MiniLM-L6-v2 (packaged)", "data": args.data}
+    if dataset is not None:
+        result |= evaluate_model(
+            model, dataset, args.top_k, min(args.query_max_tokens, limit), min(args.passage_max_tokens, limit),
+            args.encode_batch_size, None, not args.quiet,
+        )
+    if args.mteb:
+        from clpft.evaluation.mteb_bridge import run_mteb
+
+        result["mteb"] = run_mteb(model, [t.strip() for t in args.mteb.split(",") if t.strip()])
     if args.out:
         write_json(args.out, result)
-    print(format_table({args.split: result["metrics"]}))
+    if dataset is not None:
+        print(format_table({args.split: result["metrics"]}))
+    for task, scores in result.get("mteb", {}).items():
+        print(f"MTEB {task}: main score {scores['main_score']:.4f}")
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
@@ -473,14 +520,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _apply_config(parser, argv)
     except ClpftError as error:
-        print(f"clpft: error: {error}", file=sys.stderr)
+        print(f"clpft: error: {redact_secrets(str(error))}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
     _setup_logging(args.quiet)
     try:
         COMMANDS[args.command](args)
     except ClpftError as error:
-        print(f"clpft: error: {error}", file=sys.stderr)
+        print(f"clpft: error: {redact_secrets(str(error))}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        # Disk full, read-only or missing folders, permissions: the user's environment, not a bug.
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"clpft: error: {redact_secrets(where + (error.strerror or str(error)))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("clpft: interrupted", file=sys.stderr)

@@ -16,3 +16,18 @@ class DataError(ClpftError):
         self.problem = problem
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {problem}")
+
+
+# Where API keys come from (the LLM backend reads them); anything printed or written is scrubbed of them.
+SECRET_ENV = ("CLPFT_API_KEY", "OPENAI_API_KEY")
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with every API key found in the environment replaced by ``***``."""
+    import os
+
+    for name in SECRET_ENV:
+        secret = os.environ.get(name)
+        if secret and len(secret) >= 4:  # a 1-3 character "key" would blank out ordinary words
+            text = text.replace(secret, "***")
+    return text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import subprocess
@@ -10,6 +11,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from clpft.errors import redact_secrets
 
 PACKAGES = ("clpft", "torch", "transformers", "sentence-transformers", "faiss-cpu", "pytrec-eval-terrier")
 
@@ -39,7 +42,7 @@ def build_manifest(config: dict[str, Any], data_files: list[Path], seed: int) ->
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    return {
+    manifest = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "config": config,
         "seed": seed,
@@ -53,3 +56,5 @@ def build_manifest(config: dict[str, Any], data_files: list[Path], seed: int) ->
             "cpus": os.cpu_count(),
         },
     }
+    # An API key can reach the command line or the config (e.g. inside an endpoint URL): scrub it.
+    return json.loads(redact_secrets(json.dumps(manifest)))

@@ -78,8 +78,16 @@ def run(options: RunOptions) -> dict[str, Any]:
     out = Path(options.out)
     if out.exists() and any(out.iterdir()) and not (options.overwrite or options.resume):
         raise ClpftError(f"{out} already exists and is not empty (pass --resume to continue it, --overwrite to replace it)")
+    identity = _identity(options)
+    if options.resume and (out / "run.json").is_file():
+        before = json.loads((out / "run.json").read_text(encoding="utf-8"))
+        changed = sorted(k for k in identity.keys() | before.keys() if identity.get(k) != before.get(k))
+        if changed:
+            raise ClpftError(f"{out} holds a different run (it differs in {', '.join(changed)}); "
+                             "pass --overwrite to replace it or choose another --out")
     if options.overwrite and not options.resume:
-        for stale in ("base_metrics.json", "train.jsonl", "checkpoints"):
+        # metrics.json first: it is what marks a run folder as finished.
+        for stale in ("metrics.json", "run.json", "base_metrics.json", "train.jsonl", "train.jsonl.stats.json", "checkpoints"):
             path = out / stale
             if path.is_dir():
                 shutil.rmtree(path)
@@ -90,6 +98,7 @@ def run(options: RunOptions) -> dict[str, Any]:
     cfg = options.train
     show = not options.quiet
     started = time.perf_counter()
+    write_json(out / "run.json", identity)
     train_data = load_dataset(options.data, options.train_split)
     eval_data = load_dataset(options.data, options.eval_split)
     model = load_model(options.model, trust_remote_code=options.trust_remote_code)
@@ -134,6 +143,13 @@ def run(options: RunOptions) -> dict[str, Any]:
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the finished model replaces them
     tuned = evaluate_model(model, eval_data, options.top_k, max_q, max_p, options.encode_batch_size, None, show)
     return _report(options, cfg, out, base, tuned, stats, result, started, encode_seconds)
+
+
+def _identity(options: RunOptions) -> dict[str, Any]:
+    """What makes two runs the same run: every option but where it goes and how it is shown."""
+    flat = {k: v for k, v in dataclasses.asdict(options).items() if k not in ("out", "overwrite", "resume", "quiet", "train")}
+    flat |= {f"train.{k}": v for k, v in dataclasses.asdict(options.train).items() if k not in ("checkpoint_dir", "resume")}
+    return json.loads(json.dumps(flat, default=str))
 
 
 def _mine(options: RunOptions, model, train_data, corpus_emb, max_q: int, max_p: int, show: bool):
@@ -185,7 +201,7 @@ def _report(options: RunOptions, cfg: TrainConfig, out: Path, base, tuned, stats
         out / "model",
         card_section(report["model"], report["train_config"], report["data"], (base["metrics"], tuned["metrics"]), options.eval_split),
     )
-    plot_loss(result.loss_history, out / "training_loss.png")
+    plot_loss(result.loss_history, out / "training_loss.png", result.val_history)
     root = resolve_data(options.data)
     data_files = [root / name for name in ("corpus.jsonl", "queries.jsonl")]
     data_files += [root / "qrels" / f"{split}.tsv" for split in (options.train_split, options.eval_split)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import contextlib
+import hashlib
 import math
 import random
 import tempfile
@@ -228,6 +229,8 @@ class TrainConfig:
     save_steps: int = 0  # 0: no checkpoints
     checkpoint_dir: str | None = None  # where checkpoints go (default: a temporary folder)
     resume: bool = False  # continue from the last checkpoint in checkpoint_dir
+    val_fraction: float = 0.0  # > 0: hold out this share of the training queries as a validation split
+    eval_steps: int = 0  # with a validation split: evaluate every N optimizer steps (0: about 5 times a run)
 
 
 @dataclass
@@ -239,9 +242,52 @@ class TrainResult:
     optimizer_steps: int
     seconds: float
     loss_history: list[dict[str, float]]
+    val_history: list[dict[str, float]] = field(default_factory=list)  # {"step", "ndcg@10", ...} per evaluation
+    val_queries: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def split_validation(examples: list[TrainExample], fraction: float, seed: int) -> tuple[list[TrainExample], list[TrainExample]]:
+    """A seeded share of the training *queries* held out for validation (all rows of a query go one way)."""
+    if not 0.0 <= fraction < 1.0:
+        raise ClpftError(f"--val-fraction must be in [0, 1), got {fraction}")
+    if fraction == 0.0:
+        return examples, []
+    keys = sorted({e.query_id or e.query for e in examples})
+    random.Random(f"{seed}:validation").shuffle(keys)
+    held = set(keys[: max(1, round(fraction * len(keys)))])
+    if len(held) == len(keys):
+        raise ClpftError(f"--val-fraction {fraction} leaves no training queries ({len(keys)} in all)")
+    train = [e for e in examples if (e.query_id or e.query) not in held]
+    return train, [e for e in examples if (e.query_id or e.query) in held]
+
+
+def validation_evaluator(examples: list[TrainExample], model: SentenceTransformer, batch_size: int = 32):
+    """sentence-transformers' InformationRetrievalEvaluator over the validation queries, ranking the pool of
+    their positives and mined hard negatives: cheap enough to run during training, and sensitive to exactly
+    what the loss changes (hard negatives moving past positives)."""
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+    from sentence_transformers.util import cos_sim
+
+    def doc_id(given: list[str] | None, k: int, text: str) -> str:
+        return given[k] if given and k < len(given) else "t:" + hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    queries, corpus, relevant = {}, {}, {}
+    for i, e in enumerate(examples):
+        qid = e.query_id or f"q{i}"
+        queries[qid] = e.query
+        for k, text in enumerate(e.pos):
+            corpus[doc_id(e.pos_ids, k, text)] = text
+            relevant.setdefault(qid, set()).add(doc_id(e.pos_ids, k, text))
+        for k, text in enumerate(e.neg):
+            corpus.setdefault(doc_id(e.neg_ids, k, text), text)
+    return InformationRetrievalEvaluator(
+        queries, corpus, relevant, name="val", ndcg_at_k=[5, 10], mrr_at_k=[10], accuracy_at_k=[1],
+        precision_recall_at_k=[10], map_at_k=[100], batch_size=batch_size, write_csv=False,
+        score_functions={"cosine": cos_sim},  # a fixed name, so the metric keys do not depend on the model
+    )
 
 
 def make_loss(model: SentenceTransformer, config: TrainConfig) -> torch.nn.Module:
@@ -282,6 +328,10 @@ def train_model(
     trainable, total = set_trainable(model, config.train_only)
     print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.1f}%)", flush=True)
 
+    examples, val_examples = split_validation(examples, config.val_fraction, config.seed)
+    evaluator = validation_evaluator(val_examples, model) if val_examples else None
+    if val_examples:
+        print(f"validation: {len(val_examples)} held-out training queries (--val-fraction {config.val_fraction})", flush=True)
     dataset, skipped = build_dataset(examples, config.num_negatives)
     loss = make_loss(model, config)
     collator = CLPDataCollator.for_model(
@@ -328,9 +378,12 @@ def train_model(
             remove_unused_columns=False,
             # Two rows of one query in a batch would make each other's positive a false negative.
             batch_sampler=BatchSamplers.NO_DUPLICATES if config.batch_size > 1 else BatchSamplers.BATCH_SAMPLER,
+            eval_strategy="steps" if evaluator else "no",
+            eval_steps=(config.eval_steps or max(1, total_steps // 5)) if evaluator else None,
         )
         trainer_class, epoch_callback = _trainer_class()
-        trainer = trainer_class(model=model, args=args, train_dataset=dataset, loss=loss, data_collator=collator)
+        trainer = trainer_class(model=model, args=args, train_dataset=dataset, loss=loss, data_collator=collator,
+                                evaluator=evaluator)
         trainer.add_callback(epoch_callback(collator))
         if not show_progress:
             from transformers.trainer_callback import PrinterCallback
@@ -345,7 +398,21 @@ def train_model(
             if "loss" in entry
         ]
         steps = trainer.state.global_step
+        val_history = []
+        if evaluator is not None:
+            # The curve: every evaluation during training, and the final model's (unless the last step was one).
+            logged = [(e["step"], e) for e in trainer.state.log_history if any(k.startswith("eval_val_") for k in e)]
+            if not logged or logged[-1][0] != steps:
+                logged.append((steps, {f"eval_{k}": v for k, v in evaluator(model).items()}))
+            val_history = [{"step": step, **_val_metrics(entry)} for step, entry in logged]
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
-    return TrainResult(trainable, total, len(dataset), skipped, steps, round(seconds, 2), history)
+    return TrainResult(trainable, total, len(dataset), skipped, steps, round(seconds, 2), history, val_history,
+                       len(val_examples))
+
+
+def _val_metrics(entry: dict[str, float]) -> dict[str, float]:
+    # "eval_val_cosine_ndcg@10" -> "ndcg@10"
+    prefix = "eval_val_cosine_"
+    return {k[len(prefix):]: round(float(v), 6) for k, v in entry.items() if k.startswith(prefix)}
