@@ -99,3 +99,45 @@ def test_bad_options(tiny_beir):
         mine_negatives(None, dataset, strategy="random", rank_from=5, rank_to=5)
     with pytest.raises(ClpftError, match="strategy"):
         mine_negatives(None, dataset, strategy="bm25")
+
+
+def test_token_budget_batches_cover_every_text_once_within_budget():
+    from clpft.mining.encode import token_budget_batches
+
+    lengths = [5, 300, 40, 40, 7, 256, 1, 90, 90, 90]
+    batches = token_budget_batches(lengths, token_budget=200, max_batch=3)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) <= 3
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 200
+    flat = [lengths[i] for b in batches for i in b]
+    assert flat == sorted(flat, reverse=True)  # longest first: similar lengths share a batch
+
+
+def test_budgeted_encoding_equals_sentence_transformers(tiny_model):
+    import numpy as np
+
+    from clpft.mining.encode import encode_texts
+
+    texts = [("word " * n).strip() for n in (1, 30, 3, 12, 7, 60, 2, 25)]
+    ours = encode_texts(tiny_model, texts, "document", None, batch_size=4, token_budget=40)
+    theirs = tiny_model.encode_document(texts, batch_size=32, normalize_embeddings=True)
+    assert np.allclose(ours, theirs, atol=1e-5)
+
+
+def test_speed_benchmark_search_part(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+    out = tmp_path / "speed.json"
+    result = subprocess.run([sys.executable, str(script), "--only", "search", "--search", "faiss:3000:16,torch:3000:16",
+                             "--search-queries", "64", "--top-k", "10", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert [r["backend"] for r in report["search"]] == ["faiss", "torch"]
+    assert all(r["docs"] == 3000 and r["seconds"] >= 0 for r in report["search"])
+    assert "Mining search" in out.with_suffix(".md").read_text()

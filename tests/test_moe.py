@@ -69,8 +69,21 @@ def test_vectorised_dispatch_matches_per_token_loop(experts, k):
         moe.weight.add_(torch.randn_like(moe.weight))
         moe.bias.add_(torch.randn_like(moe.bias))
         moe.router.weight.normal_()
-    x = torch.randn(3, 7, 8)
-    torch.testing.assert_close(moe(x), per_token_reference(moe, x), rtol=1e-5, atol=1e-5)
+    x = torch.randn(3, 7, 8, requires_grad=True)
+    reference = per_token_reference(moe, x)
+    torch.testing.assert_close(moe(x), reference, rtol=1e-5, atol=1e-5)
+    # the "masked" dispatch (every expert on every token) gives the same outputs and gradients
+    grads = {}
+    for dispatch in ("grouped", "masked"):
+        moe.dispatch = dispatch
+        moe.zero_grad()
+        x.grad = None
+        out = moe(x)
+        torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+        out.pow(2).sum().backward()
+        grads[dispatch] = [x.grad.clone(), moe.weight.grad.clone(), moe.router.weight.grad.clone()]
+    for a, b in zip(grads["grouped"], grads["masked"]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_router_and_experts_get_gradients_with_top1():
@@ -145,3 +158,20 @@ def test_dense_model_saves_in_plain_format(tmp_path, tiny_model):
     assert "auto_map" not in json.loads((folder / "config.json").read_text())
     plain = SentenceTransformer(str(folder))
     torch.testing.assert_close(plain.encode(TEXTS), tiny_model.encode(TEXTS))
+
+
+def test_gpu_check_script_runs_on_a_tiny_config(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    out = tmp_path / "gpu.json"
+    result = subprocess.run([sys.executable, str(script), "--tiny", "--device", "cpu", "--steps", "2", "--warmup", "1",
+                             "--batch", "2", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert [v["dispatch"] for v in report["variants"]] == ["grouped", "masked"]
+    assert all(v["tokens_per_second"] > 0 for v in report["variants"])
+    assert report["trainable_parameters"] < report["total_parameters"]

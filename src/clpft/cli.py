@@ -524,6 +524,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args = parser.parse_args(argv)
     _setup_logging(args.quiet)
+    from clpft.runtime import tune_malloc
+
+    tune_malloc()
     try:
         COMMANDS[args.command](args)
     except ClpftError as error:

@@ -61,12 +61,23 @@ except ImportError:  # pragma: no cover
 
 
 class CLPLoss(nn.Module):
-    def __init__(self, model: SentenceTransformer, penalty_weight: float = 0.1, temperature: float = 0.02) -> None:
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        penalty_weight: float = 0.1,
+        temperature: float = 0.02,
+        gather_across_devices: bool = True,
+    ) -> None:
         """
         Args:
             model: the SentenceTransformer being trained.
             penalty_weight: λ, the weight of the penalty (the paper: 0.1). 0 gives plain InfoNCE.
             temperature: τ, dividing cosine similarities (the paper: 0.02; scale = 1/τ = 50).
+            gather_across_devices: under DDP (torchrun / accelerate launch), every process's queries are
+                scored against the positives and negatives of *all* processes (the global batch), with
+                gradients kept for the local part, and the penalty is averaged over the global batch's
+                negatives. The mean of the processes' losses then equals the single-process loss on the
+                global batch. No effect in a single process.
         """
         super().__init__()
         if not 0.0 <= penalty_weight <= 1.0:
@@ -76,6 +87,7 @@ class CLPLoss(nn.Module):
         self.model = model
         self.penalty_weight = penalty_weight
         self.temperature = temperature
+        self.gather_across_devices = gather_across_devices
 
     @property
     def uses_negative_queries(self) -> bool:
@@ -101,26 +113,54 @@ class CLPLoss(nn.Module):
         penalty = self.penalty(embeddings[2:], neg_query_embeddings, labels)
         return (1.0 - self.penalty_weight) * contrastive + self.penalty_weight * penalty
 
+    def _world(self) -> tuple[int, int]:
+        """(rank, world size) when gathering across processes, else (0, 1)."""
+        if self.gather_across_devices and torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
     def infonce(self, embeddings: list[Tensor]) -> Tensor:
         queries = F.normalize(embeddings[0], dim=-1)
         candidates = F.normalize(torch.cat(embeddings[1:]), dim=-1)  # positives first: row i is q_i's
-        scores = queries @ candidates.T / self.temperature
         target = torch.arange(len(queries), device=queries.device)
+        rank, world = self._world()
+        if world > 1:
+            from sentence_transformers.util.distributed import all_gather
+
+            # Every process holds the same number of rows (the DDP sampler pads), so process r's block
+            # starts at r * len(candidates); the local block keeps its gradient.
+            target = target + rank * len(candidates)
+            candidates = all_gather(candidates)
+        scores = queries @ candidates.T / self.temperature
         return F.cross_entropy(scores, target)
 
     def penalty(self, negatives: list[Tensor], neg_query_embeddings: Tensor | None, labels: Tensor | None) -> Tensor:
         """1 - mean cosine between each negative and its own queries (averaged per negative first)."""
+        reference = negatives[0] if negatives else neg_query_embeddings
+        zero = reference.sum() * 0.0  # keeps the graph (and device, dtype) without contributing
         if neg_query_embeddings is None or labels is None or not negatives or not (labels >= 0).any():
-            reference = negatives[0] if negatives else neg_query_embeddings
-            return reference.sum() * 0.0  # keeps the graph (and device, dtype) without contributing
-        negs = F.normalize(torch.stack(negatives, dim=1), dim=-1)  # (B, k, d)
-        own_queries = F.normalize(neg_query_embeddings, dim=-1)  # (Q, d)
-        valid = labels >= 0  # (B, k, M)
-        gathered = own_queries[labels.clamp(min=0)]  # (B, k, M, d)
-        cosines = (gathered * negs.unsqueeze(2)).sum(-1) * valid  # (B, k, M)
-        known = valid.any(-1)  # (B, k)
-        per_negative = cosines.sum(-1) / valid.sum(-1).clamp(min=1)
-        return 1.0 - per_negative[known].mean()
+            total_cos, count = zero, zero.detach()
+        else:
+            negs = F.normalize(torch.stack(negatives, dim=1), dim=-1)  # (B, k, d)
+            own_queries = F.normalize(neg_query_embeddings, dim=-1)  # (Q, d)
+            valid = labels >= 0  # (B, k, M)
+            gathered = own_queries[labels.clamp(min=0)]  # (B, k, M, d)
+            cosines = (gathered * negs.unsqueeze(2)).sum(-1) * valid  # (B, k, M)
+            known = valid.any(-1)  # (B, k)
+            per_negative = cosines.sum(-1) / valid.sum(-1).clamp(min=1)
+            total_cos, count = per_negative[known].sum(), known.sum().to(zero.dtype)
+        _, world = self._world()
+        if world == 1:
+            return zero if count == 0 else 1.0 - total_cos / count
+        # Under DDP: the mean over the global batch's known negatives. Process r returns
+        # 1 - world * S_r / N (S_r its sum, N the global count), so the processes' mean loss, which DDP's
+        # gradient averaging optimises, is exactly 1 - S / N. Every process joins the all_reduce, even one
+        # without a known negative, or the others would wait for it forever.
+        global_count = count.detach().clone()
+        torch.distributed.all_reduce(global_count)
+        if global_count == 0:
+            return zero
+        return 1.0 - world * total_cos / global_count
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"penalty_weight": self.penalty_weight, "temperature": self.temperature}
