@@ -318,8 +318,8 @@ def main() -> None:
                         help="run one part (its keys only); the ratios need train and encode")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.steps = args.steps or (8 if args.quick else 25)
-    args.encode_texts = args.encode_texts or (256 if args.quick else 1000)
+    args.steps = args.steps or (7 if args.quick else 25)
+    args.encode_texts = args.encode_texts or (192 if args.quick else 1000)
 
     if args.worker:
         if os.environ.get("CLPFT_MALLOC_TUNING") == "1":

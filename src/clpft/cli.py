@@ -385,6 +385,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
     config = _train_config(args)
     config.checkpoint_dir = checkpoints if (args.save_steps or args.resume) else None
     result = train_model(model, examples, config, show_progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun / accelerate launch only the first process writes the model
     save_model(model, args.out, overwrite=args.overwrite)
     shutil.rmtree(checkpoints, ignore_errors=True)
     write_json(os.path.join(args.out, "training.json"), {**result.to_json(), "peak_rss_mb": peak_rss_mb()})
