@@ -72,3 +72,32 @@ def test_two_process_loss_equals_single_process_loss(tmp_path):
     # each query's gradient, averaged over the processes as DDP does, is the single-process gradient
     assert torch.allclose(torch.cat([results[0]["grad"], results[1]["grad"]]) / 2, queries.grad, atol=1e-6)
     assert os.environ.get("RANK") is None  # nothing leaked into this process
+
+
+def test_clpft_train_under_torchrun(tiny_model_dir, tiny_beir, tmp_path):
+    """`torchrun --nproc_per_node 2 -m clpft.cli train` on CPU (gloo): DDP training, one model written."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from clpft.cli import main
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists() and shutil.which("torchrun") is None:
+        pytest.skip("torchrun not installed")
+    train = tmp_path / "train.jsonl"
+    assert main(["mine", "--data", str(tiny_beir), "--out", str(train), "--model", str(tiny_model_dir),
+                 "--num-negatives", "2", "--quiet"]) == 0
+    out = tmp_path / "model"
+    result = subprocess.run(
+        [str(torchrun if torchrun.exists() else shutil.which("torchrun")), "--nproc_per_node", "2",
+         f"--master_port={_free_port()}", "-m", "clpft.cli", "train", "--train", str(train), "--model", str(tiny_model_dir),
+         "--out", str(out), "--num-negatives", "2", "--batch-size", "2", "--grad-accum", "1", "--max-steps", "2", "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    training = json.loads((out / "training.json").read_text())
+    assert training["world_size"] == 2 and training["optimizer_steps"] == 2
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no second, half-written copy

@@ -244,6 +244,7 @@ class TrainResult:
     loss_history: list[dict[str, float]]
     val_history: list[dict[str, float]] = field(default_factory=list)  # {"step", "ndcg@10", ...} per evaluation
     val_queries: int = 0
+    world_size: int = 1  # processes that trained together (DDP under torchrun / accelerate launch)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -408,8 +409,9 @@ def train_model(
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
+    world = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
     return TrainResult(trainable, total, len(dataset), skipped, steps, round(seconds, 2), history, val_history,
-                       len(val_examples))
+                       len(val_examples), world)
 
 
 def _val_metrics(entry: dict[str, float]) -> dict[str, float]:
