@@ -193,3 +193,20 @@ def test_outputs_get_the_usual_permissions(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o755
+
+
+def test_pickled_weights_are_refused(tiny_model_dir, tmp_path, capsys):
+    """A model folder whose weights are only a pickle (pytorch_model.bin) is not loaded: safetensors only."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, folder)
+    weights = folder / "model.safetensors"
+    torch.save(load_file(weights), folder / "pytorch_model.bin")
+    weights.unlink()
+    assert main(["eval", "--mteb", "SciFact", "--model", str(folder), "--quiet"]) == 2
+    err = one_line_error(capsys)
+    assert "could not load model" in err
