@@ -109,3 +109,25 @@ def test_bad_training_options(tiny_model):
         train_model(tiny_model, examples(2), TrainConfig(moe="none"), show_progress=False)
     with pytest.raises(ClpftError, match="no training example has 5 negatives"):
         train_model(tiny_model, examples(2), TrainConfig(num_negatives=5), show_progress=False)
+
+
+def test_gradient_checkpointing_gives_the_same_update_and_bf16_runs(tiny_model_dir):
+    import clpft
+
+    trained = []
+    for checkpointing in (False, True):
+        model = clpft.load_model(tiny_model_dir)
+        config = TrainConfig(grad_accum=1, learning_rate=1e-3, epochs=1, num_negatives=2, max_steps=2,
+                             gradient_checkpointing=checkpointing)
+        train_model(model, examples(4), config, show_progress=False)
+        trained.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    assert trained[0].keys() == trained[1].keys()
+    for name in trained[0]:
+        torch.testing.assert_close(trained[0][name], trained[1][name], rtol=1e-5, atol=1e-6)
+
+    model = clpft.load_model(tiny_model_dir)
+    result = train_model(model, examples(4), TrainConfig(grad_accum=1, learning_rate=1e-3, epochs=1, num_negatives=2,
+                                                        max_steps=2, precision="bf16"), show_progress=False)
+    assert result.optimizer_steps == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in result.loss_history)
+    with pytest.raises(ClpftError, match="--precision"):
+        train_model(model, examples(2), TrainConfig(precision="fp8"), show_progress=False)

@@ -134,6 +134,10 @@ def _add_training(parser: argparse.ArgumentParser, defaults) -> None:
                        help="checkpoint every N optimizer steps (0: none); checkpoints are removed once the model is saved")
     group.add_argument("--resume", action="store_true",
                        help="continue an interrupted run from its last checkpoint (run: also reuse finished stages)")
+    group.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=defaults.precision,
+                       help="mixed-precision training (bf16/fp16 autocast; fp16 needs a CUDA GPU)")
+    group.add_argument("--gradient-checkpointing", action="store_true",
+                       help="recompute activations during the backward pass: less memory for long passages, slower")
     group.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
                        help="hold out this share of the training queries; nDCG@10 on them (ranking their positives and "
                             "mined negatives) is tracked during training and drawn in training_loss.png: tune on this, "
@@ -167,6 +171,8 @@ def _train_config(args: argparse.Namespace):
         save_steps=args.save_steps,
         resume=args.resume,
         gradcache_mini_batch=args.gradcache_mini_batch,
+        precision=args.precision,
+        gradient_checkpointing=args.gradient_checkpointing,
         val_fraction=args.val_fraction,
         eval_steps=args.eval_steps,
     )

@@ -231,6 +231,8 @@ class TrainConfig:
     resume: bool = False  # continue from the last checkpoint in checkpoint_dir
     val_fraction: float = 0.0  # > 0: hold out this share of the training queries as a validation split
     eval_steps: int = 0  # with a validation split: evaluate every N optimizer steps (0: about 5 times a run)
+    precision: str = "fp32"  # "bf16" / "fp16": mixed-precision autocast (GPUs; bf16 also runs on CPUs)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
 
 
 @dataclass
@@ -318,6 +320,10 @@ def train_model(
 
     if config.moe not in ("none", "intermediate", "output"):
         raise ClpftError(f"--moe must be none, intermediate or output, got {config.moe!r}")
+    if config.precision not in ("fp32", "bf16", "fp16"):
+        raise ClpftError(f"--precision must be fp32, bf16 or fp16, got {config.precision!r}")
+    if config.precision == "fp16" and not torch.cuda.is_available():
+        raise ClpftError("--precision fp16 needs a CUDA GPU (use bf16 on a CPU)")
     if config.moe == "none" and config.train_only == "moe":
         raise ClpftError("--train-only moe needs --moe intermediate or output (or use --train-only all/intermediate)")
     set_seed(config.seed)
@@ -379,6 +385,12 @@ def train_model(
             remove_unused_columns=False,
             # Two rows of one query in a batch would make each other's positive a false negative.
             batch_sampler=BatchSamplers.NO_DUPLICATES if config.batch_size > 1 else BatchSamplers.BATCH_SAMPLER,
+            bf16=config.precision == "bf16",
+            use_cpu=config.precision == "bf16" and not torch.cuda.is_available(),  # the trainer's way to allow CPU bf16
+            fp16=config.precision == "fp16",
+            gradient_checkpointing=config.gradient_checkpointing,
+            # non-reentrant checkpointing: gradients still reach the trained layers when the embeddings are frozen
+            gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
             eval_strategy="steps" if evaluator else "no",
             eval_steps=(config.eval_steps or max(1, total_steps // 5)) if evaluator else None,
         )
