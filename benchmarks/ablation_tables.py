@@ -67,6 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=HERE / "ablation.md")
+    parser.add_argument("--notes", type=Path, default=None, help="a markdown file appended as it is (how the runs went)")
     args = parser.parse_args()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     lines = ["# The ablation ladder on every dataset in ../shared/data", "",
@@ -80,12 +81,14 @@ def main() -> None:
         collected[folder.name] = {"command": command_of(folder, report), "wall_time": wall, "max_rss_mb": rss,
                                   "report": report, "notes": ordering_notes(report)}
         lines += [f"## {Path(report['data']).name}", "",
-                  f"Command: `/usr/bin/time -v -o {folder}.time {command_of(folder, report)}`", "",
-                  f"Wall time: {wall or 'not recorded'}; peak memory of the whole ladder: "
-                  f"{f'{rss} MB' if rss else 'not recorded'}.", ""]
+                  f"Command: `{f'/usr/bin/time -v -o {folder}.time ' if wall else ''}{command_of(folder, report)}`", "",
+                  (f"Wall time (`/usr/bin/time`): {wall}; largest process's peak memory: {rss} MB." if wall else
+                   "Wall time: not measured with `/usr/bin/time` (see the notes at the end)."), ""]
         body = report_markdown(report).split("\n", 2)[2]  # the table without its own title
         lines += [body.strip(), "", "Against the paper's ordering:", ""]
         lines += [f"- {note}" for note in collected[folder.name]["notes"]] + [""]
+    if args.notes:
+        lines += [args.notes.read_text().strip(), ""]
     args.out.write_text("\n".join(lines) + "\n")
     args.out.with_suffix(".json").write_text(json.dumps(collected, indent=2) + "\n")
     print(args.out.read_text())
