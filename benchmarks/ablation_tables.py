@@ -31,6 +31,8 @@ def command_of(folder: Path, report: dict) -> str:
         for flag, value in pairs:
             if flag not in flags[::2]:
                 flags += [flag, value]
+    if "preset" not in report and "--preset" not in flags:
+        flags += ["--preset", "paper"]  # ladders from before presets existed ran with the paper's settings
     return " ".join(["clpft ablation", "--data", report["data"], "--out", str(folder), *flags])
 
 
@@ -38,10 +40,23 @@ def wall_and_memory(folder: Path) -> tuple[str | None, float | None]:
     time_file = folder.with_name(folder.name + ".time")
     if not time_file.is_file():
         return None, None
+    # A ladder stopped and resumed has one record per part (`/usr/bin/time -a`): add the parts up.
     text = time_file.read_text()
-    wall = re.search(r"Elapsed \(wall clock\) time.*: (\S+)", text)
-    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
-    return (wall.group(1) if wall else None), (round(int(rss.group(1)) / 1024) if rss else None)
+    walls = [_seconds(w) for w in re.findall(r"Elapsed \(wall clock\) time.*: (\S+)", text)]
+    rss = [int(r) for r in re.findall(r"Maximum resident set size \(kbytes\): (\d+)", text)]
+    wall = None
+    if walls:
+        total = round(sum(walls))
+        wall = f"{total // 3600}:{total % 3600 // 60:02d}:{total % 60:02d}" + (f" ({len(walls)} parts)" if len(walls) > 1 else "")
+    return wall, (round(max(rss) / 1024) if rss else None)
+
+
+def _seconds(clock: str) -> float:
+    """'1:02:03' or '2:03.45' -> seconds."""
+    seconds = 0.0
+    for part in clock.split(":"):
+        seconds = seconds * 60 + float(part)
+    return seconds
 
 
 def ordering_notes(report: dict) -> list[str]:
@@ -56,8 +71,11 @@ def ordering_notes(report: dict) -> list[str]:
             holds = ndcg5[a] < ndcg5[b] if sign == "<" else ndcg5[a] > ndcg5[b]
             notes.append(f"{a} {sign} {b} (paper): {'holds' if holds else 'does not hold'} here "
                          f"(nDCG@5 {ndcg5[a]:.4f} vs {ndcg5[b]:.4f})")
-    if "ance-clp-moe" in ndcg10 and "st-mnrl" in ndcg10:
-        notes.append(f"ance-clp-moe vs st-mnrl: nDCG@10 {ndcg10['ance-clp-moe']:.4f} vs {ndcg10['st-mnrl']:.4f}")
+    if "st-mnrl" in ndcg10:
+        clp_rows = [r for r in ("ance-clp", "ance-clp-intermediate", "ance-clp-moe") if r in ndcg10]
+        for row in clp_rows:
+            verdict = "wins" if ndcg10[row] > ndcg10["st-mnrl"] else "loses"
+            notes.append(f"{row} vs st-mnrl: nDCG@10 {ndcg10[row]:.4f} vs {ndcg10['st-mnrl']:.4f} ({verdict})")
     significant = [r for r, p in p_base.items() if p is not None and p < 0.05]
     notes.append("rows different from base at p < 0.05: " + (", ".join(significant) if significant else "none"))
     return notes
@@ -78,9 +96,10 @@ def main() -> None:
     for folder in args.folders:
         report = json.loads((folder / "report.json").read_text())
         wall, rss = wall_and_memory(folder)
-        collected[folder.name] = {"command": command_of(folder, report), "wall_time": wall, "max_rss_mb": rss,
+        collected[folder.name] = {"preset": report["preset"]["name"] if "preset" in report else "paper", "command": command_of(folder, report), "wall_time": wall, "max_rss_mb": rss,
                                   "report": report, "notes": ordering_notes(report)}
-        lines += [f"## {Path(report['data']).name}", "",
+        preset = report["preset"]["name"] if "preset" in report else "paper"
+        lines += [f"## {Path(report['data']).name}, preset `{preset}`", "",
                   f"Command: `{f'/usr/bin/time -v -o {folder}.time ' if wall else ''}{command_of(folder, report)}`", "",
                   (f"Wall time (`/usr/bin/time`): {wall}; largest process's peak memory: {rss} MB." if wall else
                    "Wall time: not measured with `/usr/bin/time` (see the notes at the end)."), ""]

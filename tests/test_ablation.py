@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from clpft.cli import main
+from clpft.presets import PRESETS
 
 
-def test_ablation_report_and_cache(tiny_model_dir, tiny_beir, tmp_path, capsys):
+def test_ablation_report_and_cache(tiny_model_dir, tiny_beir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "ladder"
     args = ["ablation", "--data", str(tiny_beir), "--out", str(out), "--model", str(tiny_model_dir),
-            "--rows", "base,ance-infonce,ance-clp-moe", "--num-negatives", "2", "--epochs", "1", "--lr", "1e-3", "--quiet"]
+            "--rows", "base,ance-clp-moe,ance-infonce", "--num-negatives", "2", "--epochs", "1", "--lr", "1e-3", "--quiet"]
     assert main(args) == 0
     assert {"report.md", "report.json", "report.png"} <= {p.name for p in out.iterdir()}
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -34,3 +36,18 @@ def test_ablation_report_and_cache(tiny_model_dir, tiny_beir, tmp_path, capsys):
     assert stamps == {p: p.stat().st_mtime_ns for p in out.glob("rows/*/seed*/result.json")}
     assert main([*args[:-1], "--rows", "base,nope"]) == 2
     assert "unknown rows nope" in capsys.readouterr().err
+
+    # the preset reaches every trained row, and a new version of a preset's values retrains them (not base)
+    row_result = out / "rows" / "ance-infonce" / "seed42" / "result.json"
+    base_result = out / "rows" / "base" / "seed42" / "result.json"
+    config = json.loads((out / "rows" / "ance-infonce" / "seed42" / "model" / "training.json").read_text())["config"]
+    assert (config["preset"], config["learning_rate"], config["epochs"]) == ("clpft", 1e-3, 1)
+    assert config["temperature"] == PRESETS["clpft"].temperature["all"]
+    changed = {**PRESETS["clpft"].temperature, "all": 0.5}
+    monkeypatch.setitem(PRESETS, "clpft", dataclasses.replace(PRESETS["clpft"], temperature=changed))
+    assert main(args) == 0
+    assert row_result.stat().st_mtime_ns != stamps[row_result] and base_result.stat().st_mtime_ns == stamps[base_result]
+    monkeypatch.undo()
+    assert main([*args, "--rows", "ance-infonce", "--preset", "paper"]) == 0
+    config = json.loads((out / "rows" / "ance-infonce" / "seed42" / "model" / "training.json").read_text())["config"]
+    assert (config["preset"], config["temperature"], config["learning_rate"]) == ("paper", 0.02, 1e-3)

@@ -25,14 +25,43 @@ def test_every_option_is_documented_with_its_default(name):
         if action.dest == "help" or not action.option_strings:
             continue
         assert action.help, f"{name} {action.option_strings} has no help"
-        assert f"(default: {action.default})" in text or action.required
+        assert f"(default: {action.default})" in text or action.required or "(default: from --preset: clpft" in action.help
 
 
-def test_help_shows_paper_defaults():
+def test_help_shows_both_presets_defaults():
     text = " ".join(subcommand_parsers()["train"].format_help().split())
-    for expected in ["--lr LR learning rate (default: 1e-05)", "--epochs EPOCHS training epochs (default: 2.0)",
-                     "(default: clp)", "(default: intermediate)", "(default: moe)", "--temperature TEMPERATURE tau of InfoNCE and CLP (default: 0.02)"]:
+    for expected in ["(default: clpft)", "(default: clp)", "(default: intermediate)", "(default: moe)",
+                     "tau of InfoNCE and CLP, by what --train-only trains (default: from --preset: paper 0.02; clpft",
+                     "training epochs (default: from --preset: paper 2; clpft"]:
         assert expected in text
+    assert "paper 1e-05; clpft" in text
+
+
+def test_preset_paper_and_flags_that_override_it():
+    from clpft.cli import _train_config
+    from clpft.presets import PRESETS
+    from clpft.training import TrainConfig
+
+    parser = build_parser()
+    paper = _train_config(parser.parse_args(["train", "--train", "t", "--out", "m", "--preset", "paper"]))
+    assert (paper.learning_rate, paper.batch_size, paper.grad_accum, paper.temperature, paper.penalty_weight,
+            paper.epochs, paper.moe, paper.train_only, paper.loss) == (1e-5, 1, 4, 0.02, 0.1, 2.0, "intermediate", "moe", "clp")
+    default = _train_config(parser.parse_args(["train", "--train", "t", "--out", "m"]))
+    tuned = PRESETS["clpft"]
+    assert default.preset == "clpft" and default.learning_rate == tuned.learning_rate["moe"]
+    assert default.temperature == tuned.temperature["moe"]
+    full = _train_config(parser.parse_args(["train", "--train", "t", "--out", "m", "--train-only", "all", "--moe", "none"]))
+    assert (full.learning_rate, full.temperature) == (tuned.learning_rate["all"], tuned.temperature["all"])
+    mixed = _train_config(parser.parse_args(["train", "--train", "t", "--out", "m", "--preset", "paper", "--lr", "3e-4",
+                                             "--temperature", "0.05"]))
+    assert (mixed.learning_rate, mixed.temperature, mixed.grad_accum) == (3e-4, 0.05, 4)
+    assert TrainConfig(preset="paper", train_only="all").learning_rate == 1e-5
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--train", "t", "--out", "m", "--preset", "fast"])
+    from clpft.errors import ClpftError
+
+    with pytest.raises(ClpftError, match="unknown preset 'fast'"):
+        TrainConfig(preset="fast")
 
 
 def test_user_errors_are_one_line(tiny_beir, tmp_path, capsys):

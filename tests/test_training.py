@@ -131,3 +131,30 @@ def test_gradient_checkpointing_gives_the_same_update_and_bf16_runs(tiny_model_d
     assert result.optimizer_steps == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in result.loss_history)
     with pytest.raises(ClpftError, match="--precision"):
         train_model(model, examples(2), TrainConfig(precision="fp8"), show_progress=False)
+
+
+def test_tuning_benchmark_scores_runs_on_a_validation_split(tiny_model_dir, tiny_beir, tmp_path):
+    """benchmarks/tune_presets.py: each run is scored on held-out *training* queries (the test split is
+    never read), lr 0 gives the base model's score, and finished runs are skipped on a second call."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tiny_beir / "qrels" / "test.tsv").write_text("not read\n")  # a test split it read would fail to parse
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "tune_presets.py"
+    out = tmp_path / "tune"
+    command = [sys.executable, str(script), "--data", str(tiny_beir), "--out", str(out), "--model", str(tiny_model_dir),
+               "--max-train-queries", "6", "--val-fraction", "0.5", "--run", "base:lr=0",
+               "--run", "ance-clp-moe:lr=1e-3,num_negatives=2", "--run", "ance-clp-moe:lr=0,num_negatives=2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = {r["run"]: r for r in json.loads((out / "tuning.json").read_text())["runs"]}
+    assert list(runs) == ["base:lr=0", "ance-clp-moe:lr=1e-3,num_negatives=2", "ance-clp-moe:lr=0,num_negatives=2"]
+    assert all(r["val_queries"] == 3 and r["train_examples"] == 3 for r in runs.values())
+    # an upcycled MoE that does not train computes what the base model computes
+    assert runs["ance-clp-moe:lr=0,num_negatives=2"]["val_ndcg@10"] == pytest.approx(runs["base:lr=0"]["val_ndcg@10"], abs=1e-6)
+    assert "Budget: 3 runs" in (out / "tuning.md").read_text()
+    stamp = (out / "tuning.json").stat().st_mtime_ns
+    assert subprocess.run(command, capture_output=True, timeout=600).returncode == 0
+    assert (out / "tuning.json").stat().st_mtime_ns == stamp

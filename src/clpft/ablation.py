@@ -25,6 +25,7 @@ from clpft.evaluation.metrics import METRICS
 from clpft.evaluation.statistics import bootstrap_ci, paired_randomization_test
 from clpft.files import atomic_file, write_json, write_text
 from clpft.manifest import sha256_of
+from clpft.presets import DEFAULT_PRESET, PRESETS, preset_values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +78,10 @@ def _clpft(args: list[str], quiet: bool) -> None:
         raise ClpftError(f"`clpft {' '.join(args[:1])}` failed: {last}")
 
 
+def _preset_of(train_args: list[str]) -> str:
+    return train_args[train_args.index("--preset") + 1] if "--preset" in train_args else DEFAULT_PRESET
+
+
 def _cached(folder: Path, key: str) -> dict | None:
     result = folder / "result.json"
     if result.is_file():
@@ -119,7 +124,11 @@ def run_ablation(options: AblationOptions) -> dict[str, Any]:
         seeds = [options.seed] if row.negatives is None else [options.seed + k for k in range(options.seeds)]
         for seed in seeds:
             folder = out / "rows" / name / f"seed{seed}"
-            key = _key(name, dataclasses.asdict(row), data_key, options.model, options.mine_args, options.train_args,
+            # What trains a row: the flags passed on and the values of the preset they select (so a row trained
+            # under an older version of the preset is not taken for one under the current version). The base row
+            # trains nothing.
+            training_key = [options.mine_args, options.train_args, preset_values(_preset_of(options.train_args), row.train_only)]
+            key = _key(name, dataclasses.asdict(row), data_key, options.model, training_key if row.negatives else None,
                        options.eval_args, seed, options.eval_split)
             cached = _cached(folder, key)
             if cached is None:
@@ -145,6 +154,7 @@ def run_ablation(options: AblationOptions) -> dict[str, Any]:
                 write_json(folder / "result.json", cached)
             results.setdefault(name, []).append(cached)
 
+    results = {name: results[name] for name in ROWS if name in results}  # the ladder's order, whatever --rows says
     report = build_report(results, options)
     write_json(out / "report.json", report)
     write_text(out / "report.md", report_markdown(report))
@@ -190,6 +200,7 @@ def build_report(results: dict[str, list[dict]], options: AblationOptions) -> di
         "seeds": options.seeds,
         "mine_args": options.mine_args,
         "train_args": options.train_args,
+        "preset": {"name": _preset_of(options.train_args), **dataclasses.asdict(PRESETS[_preset_of(options.train_args)])},
         "test": "two-sided paired randomisation test (sign flips) over per-query nDCG@10, averaged over seeds; "
                 "95% intervals: percentile bootstrap over queries (10,000 resamples)",
         "rows": rows,
@@ -202,6 +213,12 @@ def report_markdown(report: dict[str, Any]) -> str:
         "",
         f"Model: {report['model']}. Seeds: {report['seeds']}. Mining options: `{' '.join(report['mine_args']) or 'defaults'}`; "
         f"training options: `{' '.join(report['train_args']) or 'defaults'}`.",
+        *([f"Preset `{report['preset']['name']}` (settings not given as options): lr "
+           + ", ".join(f"{v:g} ({k})" for k, v in report["preset"]["learning_rate"].items())
+           + ", tau " + ", ".join(f"{v:g} ({k})" for k, v in report["preset"]["temperature"].items())
+           + f", lambda {report['preset']['penalty_weight']:g}, "
+           f"{report['preset']['epochs']:g} epochs, batch {report['preset']['batch_size']} x accumulation "
+           f"{report['preset']['grad_accum']}."] if "preset" in report else []),
         "",
         "| row | nDCG@5 | nDCG@10 | nDCG@10 95% CI | recall@100 | MRR@10 | p vs base | p vs ance-infonce | trainable params | train s | peak MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

@@ -105,12 +105,46 @@ def _neg_query_settings(args: argparse.Namespace, default_cache: str):
                                args.queries_per_negative)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to every option's help, except where the help already says its default
+    (the options whose defaults come from --preset)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _preset_default(field: str) -> str:
+    """'(default: from --preset: clpft 0.0002 (all 2e-05), paper 1e-05)' for one TrainConfig field."""
+    from clpft.presets import PRESETS
+
+    parts = []
+    for name, preset in PRESETS.items():
+        if field in ("learning_rate", "temperature"):
+            by_scope = getattr(preset, field)
+            if len(set(by_scope.values())) == 1:
+                parts.append(f"{name} {by_scope['all']:g}")
+            else:
+                parts.append(f"{name} " + ", ".join(f"{v:g} ({k})" for k, v in by_scope.items()))
+        else:
+            parts.append(f"{name} {preset.values('all')[field]:g}")
+    return f"(default: from --preset: {'; '.join(parts)})"
+
+
 def _add_training(parser: argparse.ArgumentParser, defaults) -> None:
-    group = parser.add_argument_group("training (defaults: the paper's best row, CLP + MoE on the intermediate layers)")
+    from clpft.presets import DEFAULT_PRESET, PRESETS
+
+    group = parser.add_argument_group("training (defaults: the paper's best row, CLP + MoE on the intermediate layers, "
+                                      "with --preset's settings)")
+    group.add_argument("--preset", choices=tuple(PRESETS), default=DEFAULT_PRESET,
+                       help="defaults for lr, epochs, batch size, accumulation, warm-up, tau and lambda: "
+                       + "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items())
+                       + " (flags you give win)")
     group.add_argument("--loss", choices=("clp", "infonce", "mnrl"), default=defaults.loss,
                        help="training loss (mnrl: sentence-transformers' MultipleNegativesRankingLoss, its defaults)")
-    group.add_argument("--penalty-weight", type=float, default=defaults.penalty_weight, help="CLP's lambda")
-    group.add_argument("--temperature", type=float, default=defaults.temperature, help="tau of InfoNCE and CLP")
+    group.add_argument("--penalty-weight", type=float, default=None, help="CLP's lambda " + _preset_default("penalty_weight"))
+    group.add_argument("--temperature", type=float, default=None, help="tau of InfoNCE and CLP, by what --train-only trains " + _preset_default("temperature"))
     group.add_argument("--moe", choices=("none", "intermediate", "output"), default=defaults.moe,
                        help="upcycle this FFN dense layer of every transformer layer into experts")
     group.add_argument("--num-experts", type=_positive_int, default=defaults.num_experts, help="experts per MoE layer")
@@ -118,11 +152,13 @@ def _add_training(parser: argparse.ArgumentParser, defaults) -> None:
                        help="top-k routing: experts each token is sent to")
     group.add_argument("--train-only", choices=("all", "intermediate", "moe"), default=defaults.train_only,
                        help="parameters that train; the rest stay frozen")
-    group.add_argument("--lr", type=float, default=defaults.learning_rate, help="learning rate")
-    group.add_argument("--epochs", type=float, default=defaults.epochs, help="training epochs")
-    group.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size, help="queries per batch")
-    group.add_argument("--grad-accum", type=_positive_int, default=defaults.grad_accum, help="gradient accumulation steps")
-    group.add_argument("--warmup-ratio", type=float, default=defaults.warmup_ratio, help="share of steps with linear warm-up")
+    group.add_argument("--lr", type=float, default=None, help="learning rate, by what --train-only trains " + _preset_default("learning_rate"))
+    group.add_argument("--epochs", type=float, default=None, help="training epochs " + _preset_default("epochs"))
+    group.add_argument("--batch-size", type=_positive_int, default=None, help="queries per batch " + _preset_default("batch_size"))
+    group.add_argument("--grad-accum", type=_positive_int, default=None,
+                       help="gradient accumulation steps " + _preset_default("grad_accum"))
+    group.add_argument("--warmup-ratio", type=float, default=None,
+                       help="share of steps with linear warm-up " + _preset_default("warmup_ratio"))
     group.add_argument("--max-steps", type=int, default=defaults.max_steps,
                        help="stop after this many optimizer steps (-1: run all epochs)")
     group.add_argument("--max-queries-per-negative", type=_positive_int, default=defaults.max_queries_per_negative,
@@ -155,6 +191,7 @@ def _train_config(args: argparse.Namespace):
         num_experts=args.num_experts,
         experts_per_token=args.experts_per_token,
         train_only=args.train_only,
+        preset=args.preset,
         learning_rate=args.lr,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -183,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     from clpft.training import TrainConfig
 
     defaults = TrainConfig()
-    formatter = argparse.ArgumentDefaultsHelpFormatter
+    formatter = _HelpFormatter
     parser = argparse.ArgumentParser(
         prog="clpft",
         description="Fine-tune text-embedding models for retrieval with the Contrastive Learning Penalty "
@@ -259,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--quiet", action="store_true", help="warnings and results only")
 
     from clpft.ablation import ROWS
+    from clpft.presets import PRESETS
 
     ablation = commands.add_parser(
         "ablation", formatter_class=formatter, help="the paper's ladder of rows with significance tests",
@@ -276,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     ablation.add_argument("--eval-split", default="test", help="qrels split to evaluate on")
     budget = ablation.add_argument_group("budget, the same for every row (unset: each subcommand's default)")
     for flag, kind, where, text in ABLATION_PASSTHROUGH:
-        budget.add_argument(flag, type=kind, default=None, help=f"{text} (passed to clpft {'/'.join(where)})")
+        budget.add_argument(flag, type=kind, default=None, help=f"{text} (passed to clpft {'/'.join(where)})",
+                            choices=tuple(PRESETS) if flag == "--preset" else None)
     ablation.add_argument("--quiet", action="store_true", help="no progress output, the report only")
     for sub in commands.choices.values():
         sub.add_argument("--config", default=None, help="YAML file of options (keys as the flags' names); flags override it")
@@ -296,6 +335,7 @@ ABLATION_PASSTHROUGH = [
     ("--llm-model", str, ("mine",), "LLM model name"),
     ("--max-llm-calls", int, ("mine",), "cap on LLM calls"),
     ("--doc2query-model", str, ("mine",), "doc2query model folder"),
+    ("--preset", str, ("train",), "training defaults: clpft or paper"),
     ("--epochs", float, ("train",), "training epochs"),
     ("--max-steps", int, ("train",), "optimizer steps cap"),
     ("--lr", float, ("train",), "learning rate"),
@@ -395,7 +435,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         return  # under torchrun / accelerate launch only the first process writes the model
     save_model(model, args.out, overwrite=args.overwrite)
     shutil.rmtree(checkpoints, ignore_errors=True)
-    write_json(os.path.join(args.out, "training.json"), {**result.to_json(), "peak_rss_mb": peak_rss_mb()})
+    write_json(os.path.join(args.out, "training.json"),
+               {**result.to_json(), "peak_rss_mb": peak_rss_mb(), "config": dataclasses.asdict(config)})
     add_to_model_card(args.out, card_section(args.model or "all-MiniLM-L6-v2 (packaged)", dataclasses.asdict(config), args.train))
     plot_loss(result.loss_history, os.path.join(args.out, "training_loss.png"), result.val_history)
     last = result.loss_history[-1]["loss"] if result.loss_history else float("nan")

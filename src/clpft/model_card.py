@@ -30,7 +30,9 @@ def card_section(
            f"top-{train_config.get('experts_per_token')})" if moe else "")
         + f", trained: {train_config.get('train_only')}; lr {train_config.get('learning_rate')}, "
         f"{train_config.get('epochs')} epochs, batch {train_config.get('batch_size')} × accumulation {train_config.get('grad_accum')}, "
-        f"{train_config.get('num_negatives')} negatives per query (Yu 2024, arXiv:2412.17364).",
+        f"{train_config.get('num_negatives')} negatives per query"
+        + (f" (preset `{train_config['preset']}`)" if train_config.get("preset") else "")
+        + " (Yu 2024, arXiv:2412.17364).",
     ]
     if data:
         lines += ["", f"Training data: `{data}`."]

@@ -26,6 +26,7 @@ from clpft.errors import ClpftError
 from clpft.losses import CachedCLPLoss, CLPLoss, InfoNCELoss
 from clpft.modeling_clpft_moe import MoELinear, encoder_layers
 from clpft.moe import hf_model_of, moe_settings, upcycle
+from clpft.presets import DEFAULT_PRESET, preset_values
 
 logger = logging.getLogger(__name__)
 
@@ -206,21 +207,25 @@ def set_trainable(model: SentenceTransformer, train_only: str) -> tuple[int, int
 
 @dataclass
 class TrainConfig:
+    """Training settings. Fields left at None come from ``preset`` (clpft.presets): ``"clpft"`` (tuned
+    defaults) or ``"paper"`` (Yu 2024); the learning rate also depends on ``train_only``."""
+
     loss: str = "clp"
     moe: str = "intermediate"
     num_experts: int = 2
     experts_per_token: int = 1
     train_only: str = "moe"
-    learning_rate: float = 1e-5
-    epochs: float = 2.0
-    batch_size: int = 1
-    grad_accum: int = 4
+    preset: str = DEFAULT_PRESET
+    learning_rate: float | None = None
+    epochs: float | None = None
+    batch_size: int | None = None
+    grad_accum: int | None = None
     num_negatives: int = 4
     query_max_tokens: int = 128
     passage_max_tokens: int = 512
-    penalty_weight: float = 0.1
-    temperature: float = 0.02
-    warmup_ratio: float = 0.1
+    penalty_weight: float | None = None
+    temperature: float | None = None
+    warmup_ratio: float | None = None
     max_queries_per_negative: int = 8
     seed: int = 42
     max_steps: int = -1
@@ -233,6 +238,11 @@ class TrainConfig:
     eval_steps: int = 0  # with a validation split: evaluate every N optimizer steps (0: about 5 times a run)
     precision: str = "fp32"  # "bf16" / "fp16": mixed-precision autocast (GPUs; bf16 also runs on CPUs)
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
+
+    def __post_init__(self) -> None:
+        for name, value in preset_values(self.preset, self.train_only).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
 
 
 @dataclass
@@ -388,9 +398,8 @@ def train_model(
             bf16=config.precision == "bf16",
             use_cpu=config.precision == "bf16" and not torch.cuda.is_available(),  # the trainer's way to allow CPU bf16
             fp16=config.precision == "fp16",
-            gradient_checkpointing=config.gradient_checkpointing,
             # non-reentrant checkpointing: gradients still reach the trained layers when the embeddings are frozen
-            gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+            **_checkpointing_args(config.gradient_checkpointing),
             eval_strategy="steps" if evaluator else "no",
             eval_steps=(config.eval_steps or max(1, total_steps // 5)) if evaluator else None,
         )
@@ -424,6 +433,15 @@ def train_model(
     world = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
     return TrainResult(trainable, total, len(dataset), skipped, steps, round(seconds, 2), history, val_history,
                        len(val_examples), world)
+
+
+def _checkpointing_args(enabled: bool) -> dict[str, Any]:
+    # transformers renamed gradient_checkpointing to activation_checkpointing (the old name warns, then goes in v6).
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    fields = SentenceTransformerTrainingArguments.__dataclass_fields__
+    name = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
 
 
 def _val_metrics(entry: dict[str, float]) -> dict[str, float]:

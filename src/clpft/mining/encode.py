@@ -61,7 +61,8 @@ def encode_texts(
     tokens on a CPU; on an accelerator ``batch_size`` full-length texts (large batches pay off there)."""
     if kind not in ("query", "document"):
         raise ValueError(f"kind must be 'query' or 'document', got {kind!r}")
-    dim = model.get_sentence_embedding_dimension()
+    # sentence-transformers 6 renamed the method; the old name still works there, with a warning.
+    dim = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
     if not texts:
         return np.zeros((0, dim), dtype=np.float32)
     encode = model.encode_query if kind == "query" else model.encode_document
