@@ -51,3 +51,22 @@ def test_ablation_report_and_cache(tiny_model_dir, tiny_beir, tmp_path, capsys, 
     assert main([*args, "--rows", "ance-infonce", "--preset", "paper"]) == 0
     config = json.loads((out / "rows" / "ance-infonce" / "seed42" / "model" / "training.json").read_text())["config"]
     assert (config["preset"], config["temperature"], config["learning_rate"]) == ("paper", 0.02, 1e-3)
+
+
+def test_report_tests_every_row_against_st_mnrl_too():
+    from clpft.ablation import AblationOptions, build_report, report_markdown
+    from clpft.evaluation.metrics import METRICS
+
+    def result(row, scores):
+        return [{"row": row, "seed": 42, "metrics": {m: sum(scores) / len(scores) for m in METRICS},
+                 "per_query_ndcg@10": {f"q{i}": v for i, v in enumerate(scores)}, "trainable_parameters": 1,
+                 "train_seconds": 1.0, "peak_rss_mb": None}]
+
+    results = {"base": result("base", [0.1, 0.2, 0.3, 0.4]), "ance-clp-moe": result("ance-clp-moe", [0.5, 0.6, 0.7, 0.8]),
+               "st-mnrl": result("st-mnrl", [0.5, 0.6, 0.7, 0.8])}
+    report = build_report(results, AblationOptions(data="d", out="o"))
+    rows = {row["row"]: row for row in report["rows"]}
+    assert set(rows["ance-clp-moe"]["p_value"]) == {"base", "st-mnrl"}
+    assert rows["ance-clp-moe"]["p_value"]["st-mnrl"] == 1.0  # identical per-query scores
+    assert rows["ance-clp-moe"]["p_value"]["base"] == 0.125  # 4 queries, all better: 2 of the 16 sign flips are as extreme
+    assert "| p vs base | p vs st-mnrl |" in report_markdown(report)
