@@ -73,6 +73,9 @@ def main() -> None:
     parser.add_argument("--val-fraction", type=float, default=0.5, help="share of them held out for validation")
     parser.add_argument("--epochs", default="1", help="training epochs per run")
     parser.add_argument("--passage-max-tokens", default="128", help="passage length limit (mining and training)")
+    parser.add_argument("--val-corpus", action="store_true",
+                        help="validation queries rank the whole corpus (as the test does), not the pool of their "
+                             "positives and mined negatives")
     parser.add_argument("--model", default=None, help="model folder (default: the packaged all-MiniLM-L6-v2)")
     parser.add_argument("--seed", default="42")
     parser.add_argument("--run", action="append", default=None, metavar="ROW:key=value,...",
@@ -100,7 +103,8 @@ def main() -> None:
         started = time.perf_counter()
         subprocess.run([*clpft, "train", "--train", str(tuning_set), "--out", str(folder), "--overwrite", "--quiet",
                         "--preset", "paper", *train_flags(row, settings), "--epochs", args.epochs,
-                        "--val-fraction", str(args.val_fraction), "--eval-steps", "100000", *model, *common],
+                        "--val-fraction", str(args.val_fraction), "--eval-steps", "100000", *model, *common,
+                        *(["--val-corpus", args.data] if args.val_corpus else [])],
                        check=True, stdout=subprocess.DEVNULL)
         training = json.loads((folder / "training.json").read_text())
         final = training["val_history"][-1]
@@ -110,7 +114,7 @@ def main() -> None:
             "optimizer_steps": training["optimizer_steps"], "seconds": round(time.perf_counter() - started, 1),
         })
         shutil.rmtree(folder)  # the scores are what tuning needs; the weights are 90 MB a run
-        results.update(data=args.data, val_fraction=args.val_fraction, epochs=args.epochs,
+        results.update(data=args.data, val_fraction=args.val_fraction, val_corpus="whole corpus" if args.val_corpus else "pool", epochs=args.epochs,
                        max_train_queries=args.max_train_queries, passage_max_tokens=args.passage_max_tokens)
         write_json(results_file, results)
         print(f"{spec}: val nDCG@10 {final['ndcg@10']:.4f} ({results['runs'][-1]['seconds']:.0f} s)", flush=True)
@@ -126,9 +130,12 @@ def collect(folders: list[str], out: Path) -> None:
         runs = " ".join(f"--run {r['run']}" for r in results["runs"])
         command = (f"python benchmarks/tune_presets.py --data {results['data']} --out {folder} --max-train-queries "
                    f"{results['max_train_queries']} --val-fraction {results['val_fraction']} --epochs {results['epochs']} "
+                   f"{'--val-corpus ' if results.get('val_corpus') == 'whole corpus' else ''}"
                    f"--passage-max-tokens {results['passage_max_tokens']} {runs}")
-        sections += [f"## {Path(results['data']).name}", "", f"`{command}`", "", markdown(results)]
-        everything[Path(results["data"]).name] = results
+        whole = results.get("val_corpus") == "whole corpus"
+        sections += [f"## {Path(results['data']).name}{', validation on the whole corpus' if whole else ''}", "",
+                     f"`{command}`", "", markdown(results)]
+        everything[str(folder)] = results
     notes = HERE / "tuning_notes.md"
     text = "# Tuning clpft's defaults on validation splits\n\n" + (notes.read_text() + "\n" if notes.is_file() else "")
     write_text(out, text + "\n".join(sections))
@@ -141,7 +148,8 @@ def markdown(results: dict) -> str:
     examples = sum(r["train_examples"] * float(results["epochs"]) for r in runs if r["row"] != "base")
     lines = [
         f"Tuning on {results['data']}: {runs[0]['train_examples'] if runs else 0} training queries, "
-        f"{runs[0]['val_queries'] if runs else 0} held-out validation queries (--val-fraction {results['val_fraction']}), "
+        f"{runs[0]['val_queries'] if runs else 0} held-out validation queries (--val-fraction {results['val_fraction']}) "
+        f"ranking {results.get('val_corpus', 'pool')}{' (their positives and mined negatives)' if results.get('val_corpus', 'pool') == 'pool' else ''}, "
         f"{results['epochs']} epoch(s), passages cut at {results['passage_max_tokens']} tokens. "
         f"Budget: {len(runs)} runs, {examples:.0f} training examples, {seconds / 60:.1f} min.",
         "",

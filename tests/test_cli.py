@@ -106,13 +106,15 @@ def test_console_script_run(tiny_model_dir, tiny_beir, tmp_path):
     """`clpft run` through the installed entry point, on the tiny model."""
     out = tmp_path / "run"
     command = [sys.executable, "-m", "clpft.cli", "run", "--data", str(tiny_beir), "--out", str(out),
-               "--model", str(tiny_model_dir), "--num-negatives", "2", "--epochs", "1", "--quiet"]
+               "--model", str(tiny_model_dir), "--num-negatives", "2", "--epochs", "1", "--val-fraction", "0.34", "--quiet"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "nDCG@10" in result.stdout and "fine-tuned" in result.stdout
     assert {"metrics.json", "train.jsonl", "model", "manifest.json", "base_metrics.json"} <= {p.name for p in out.iterdir()}
     report = json.loads((out / "metrics.json").read_text())
     assert set(report["base"]["metrics"]) == set(report["finetuned"]["metrics"])
+    # with a validation split, its queries ranked the whole training corpus
+    assert report["training"]["val_queries"] == 2 and report["training"]["val_history"]
     card = (out / "model" / "README.md").read_text()
     assert f"| nDCG@10 | {report['base']['metrics']['ndcg@10']:.4f} | {report['finetuned']['metrics']['ndcg@10']:.4f} |" in card
     assert (out / "training_loss.png").exists()

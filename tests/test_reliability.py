@@ -149,6 +149,22 @@ def test_validation_split_and_curve(tiny_model_dir, tiny_beir, tmp_path):
     assert all(0.0 <= v["ndcg@10"] <= 1.0 for v in curve)
     assert (out / "training_loss.png").read_bytes()[:4] == b"\x89PNG"
 
+    # --val-corpus: the held-out queries rank the whole corpus (12 documents), not their pool (5 or so)
+    from clpft.models import load_model
+    from clpft.training import validation_evaluator
+
+    model = load_model(str(tiny_model_dir))
+    corpus = {f"d{i}": f"document {i}" for i in range(1, 13)}
+    assert len(validation_evaluator(held, model, corpus=corpus).corpus) == 12
+    assert len(validation_evaluator(held, model).corpus) < 12
+    with pytest.raises(ClpftError, match="not in it"):
+        validation_evaluator(held, model, corpus={"d99": "elsewhere"})
+    assert main(["train", "--train", str(train), "--out", str(tmp_path / "m2"), "--model", str(tiny_model_dir),
+                 "--num-negatives", "2", "--epochs", "1", "--grad-accum", "1", "--val-fraction", "0.34",
+                 "--val-corpus", str(tiny_beir), "--quiet"]) == 0
+    whole = json.loads((tmp_path / "m2" / "training.json").read_text())["val_history"]
+    assert whole and all(0.0 <= v["ndcg@10"] <= 1.0 for v in whole)
+
 
 def test_mteb_hand_off(tiny_model_dir, tmp_path, monkeypatch, capsys):
     seen = {}

@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import sys
+from pathlib import Path
 from collections.abc import Sequence
 
 from clpft.errors import ClpftError, redact_secrets
@@ -246,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--train", required=True, help="training-set file (train.jsonl)")
     train.add_argument("--out", required=True, help="model folder to write")
     _add_model(train)
+    train.add_argument("--val-corpus", default=None,
+                       help="with --val-fraction: the held-out queries rank this whole corpus (corpus.jsonl or a BEIR "
+                            "folder), as the test does, instead of the pool of their positives and mined negatives")
     train.add_argument("--max-train-queries", type=_positive_int, default=None,
                        help="use a seeded sample of this many training queries (quick runs)")
     train.add_argument("--num-negatives", type=_positive_int, default=defaults.num_negatives,
@@ -430,7 +434,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     config = _train_config(args)
     config.checkpoint_dir = checkpoints if (args.save_steps or args.resume) else None
-    result = train_model(model, examples, config, show_progress=not args.quiet)
+    val_corpus = None
+    if args.val_corpus:
+        from clpft.data.beir import load_corpus
+
+        path = Path(args.val_corpus)
+        val_corpus = {d: doc.full_text for d, doc in load_corpus(path / "corpus.jsonl" if path.is_dir() else path).items()}
+    result = train_model(model, examples, config, show_progress=not args.quiet, val_corpus=val_corpus)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun / accelerate launch only the first process writes the model
     save_model(model, args.out, overwrite=args.overwrite)

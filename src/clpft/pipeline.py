@@ -138,7 +138,9 @@ def run(options: RunOptions) -> dict[str, Any]:
     checkpoints = out / "checkpoints"
     has_checkpoint = checkpoints.is_dir() and get_last_checkpoint(str(checkpoints)) is not None
     cfg = dataclasses.replace(cfg, checkpoint_dir=str(checkpoints), resume=options.resume and has_checkpoint)
-    result = train_model(model, examples, cfg, show_progress=show)
+    # With a validation split, its queries rank the whole training corpus, as the test will.
+    val_corpus = {d: doc.full_text for d, doc in train_data.corpus.items()} if cfg.val_fraction else None
+    result = train_model(model, examples, cfg, show_progress=show, val_corpus=val_corpus)
     save_model(model, out / "model", overwrite=True)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the finished model replaces them
     tuned = evaluate_model(model, eval_data, options.top_k, max_q, max_p, options.encode_batch_size, None, show)

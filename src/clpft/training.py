@@ -277,27 +277,35 @@ def split_validation(examples: list[TrainExample], fraction: float, seed: int) -
     return train, [e for e in examples if (e.query_id or e.query) in held]
 
 
-def validation_evaluator(examples: list[TrainExample], model: SentenceTransformer, batch_size: int = 32):
-    """sentence-transformers' InformationRetrievalEvaluator over the validation queries, ranking the pool of
-    their positives and mined hard negatives: cheap enough to run during training, and sensitive to exactly
-    what the loss changes (hard negatives moving past positives)."""
+def validation_evaluator(examples: list[TrainExample], model: SentenceTransformer, batch_size: int = 32,
+                         corpus: dict[str, str] | None = None):
+    """sentence-transformers' InformationRetrievalEvaluator over the validation queries.
+
+    Without ``corpus`` it ranks the pool of their positives and mined hard negatives: cheap enough to run
+    often, and sensitive to what the loss changes (hard negatives moving past positives), but blind to the
+    rest of the corpus rising. With ``corpus`` (document id -> text) it ranks the whole corpus, as the test
+    does: slower, and the better guide for choosing a learning rate (benchmarks/tuning.md)."""
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
     from sentence_transformers.util import cos_sim
 
     def doc_id(given: list[str] | None, k: int, text: str) -> str:
         return given[k] if given and k < len(given) else "t:" + hashlib.sha1(text.encode()).hexdigest()[:16]
 
-    queries, corpus, relevant = {}, {}, {}
+    queries, pool, relevant = {}, {}, {}
     for i, e in enumerate(examples):
         qid = e.query_id or f"q{i}"
         queries[qid] = e.query
+        if corpus is not None:
+            if not e.pos_ids or any(d not in corpus for d in e.pos_ids):
+                raise ClpftError(f"validation on the whole corpus: query {qid!r} has positives that are not in it "
+                                 "(the training set needs pos_ids from this corpus)")
         for k, text in enumerate(e.pos):
-            corpus[doc_id(e.pos_ids, k, text)] = text
+            pool[doc_id(e.pos_ids, k, text)] = text
             relevant.setdefault(qid, set()).add(doc_id(e.pos_ids, k, text))
         for k, text in enumerate(e.neg):
-            corpus.setdefault(doc_id(e.neg_ids, k, text), text)
+            pool.setdefault(doc_id(e.neg_ids, k, text), text)
     return InformationRetrievalEvaluator(
-        queries, corpus, relevant, name="val", ndcg_at_k=[5, 10], mrr_at_k=[10], accuracy_at_k=[1],
+        queries, corpus if corpus is not None else pool, relevant, name="val", ndcg_at_k=[5, 10], mrr_at_k=[10], accuracy_at_k=[1],
         precision_recall_at_k=[10], map_at_k=[100], batch_size=batch_size, write_csv=False,
         score_functions={"cosine": cos_sim},  # a fixed name, so the metric keys do not depend on the model
     )
@@ -320,9 +328,12 @@ def make_loss(model: SentenceTransformer, config: TrainConfig) -> torch.nn.Modul
 
 
 def train_model(
-    model: SentenceTransformer, examples: list[TrainExample], config: TrainConfig, show_progress: bool = True
+    model: SentenceTransformer, examples: list[TrainExample], config: TrainConfig, show_progress: bool = True,
+    val_corpus: dict[str, str] | None = None,
 ) -> TrainResult:
-    """Fine-tune ``model`` in place on ``examples`` as ``config`` says (upcycling it to MoE first if asked)."""
+    """Fine-tune ``model`` in place on ``examples`` as ``config`` says (upcycling it to MoE first if asked).
+    With ``config.val_fraction`` the held-out queries rank ``val_corpus`` (id -> text) when given, else the
+    pool of their positives and negatives."""
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
     from transformers import set_seed
@@ -346,7 +357,7 @@ def train_model(
     print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.1f}%)", flush=True)
 
     examples, val_examples = split_validation(examples, config.val_fraction, config.seed)
-    evaluator = validation_evaluator(val_examples, model) if val_examples else None
+    evaluator = validation_evaluator(val_examples, model, corpus=val_corpus) if val_examples else None
     if val_examples:
         print(f"validation: {len(val_examples)} held-out training queries (--val-fraction {config.val_fraction})", flush=True)
     dataset, skipped = build_dataset(examples, config.num_negatives)
