@@ -1,7 +1,7 @@
 """Tune clpft's training settings on a validation split carved from the *training* queries.
 
     python benchmarks/tune_presets.py --data ../shared/data/scifact --out runs/tune-scifact
-    python benchmarks/tune_presets.py collect runs/tune-scifact runs/tune-xquad-hi   # -> benchmarks/tuning.md
+    python benchmarks/tune_presets.py collect runs/tune-scifact runs/tune-xquad-hi   # -> benchmarks/results/tuning.md
 
 1. Mines a tuning set from the training split (`clpft mine`, ANCE negatives from the base model).
 2. Every run of the grid is one `clpft train --val-fraction F`: the same seeded share of the tuning
@@ -63,7 +63,7 @@ def train_flags(row: str, settings: dict[str, str]) -> list[str]:
 
 def main() -> None:
     if sys.argv[1:2] == ["collect"]:
-        collect(sys.argv[2:], HERE / "tuning.md")
+        collect(sys.argv[2:], HERE / "results" / "tuning.md")
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="BEIR-layout dataset folder (only its training split is read)")
@@ -123,7 +123,7 @@ def main() -> None:
 
 
 def collect(folders: list[str], out: Path) -> None:
-    """benchmarks/tuning.md (+ .json) from finished tuning folders: the command, the table, the budget."""
+    """benchmarks/results/tuning.md (+ .json) from finished tuning folders: the command, the table, the budget."""
     sections, everything = [], {}
     for folder in folders:
         results = json.loads((Path(folder) / "tuning.json").read_text())

@@ -15,8 +15,8 @@ import os
 import random
 import shutil
 import sys
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 from clpft.errors import ClpftError, redact_secrets
 
@@ -117,7 +117,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _preset_default(field: str) -> str:
-    """'(default: from --preset: clpft 0.0002 (all 2e-05), paper 1e-05)' for one TrainConfig field."""
+    """'(default: from --preset: paper 1e-05; clpft 1e-05 (all), 0.0001 (intermediate), 0.0001 (moe))'
+    for one TrainConfig field: per --train-only where the preset's value depends on it."""
     from clpft.presets import PRESETS
 
     parts = []

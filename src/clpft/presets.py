@@ -5,7 +5,7 @@
 
 ``clpft`` (the default): the same method with the learning rate and temperature chosen on validation
 splits carved from the training queries of SciFact and XQuAD-hi with the packaged all-MiniLM-L6-v2
-(benchmarks/tuning.md says how): the layers that train when only the MoE / intermediate layers train
+(benchmarks/results/tuning.md says how): the layers that train when only the MoE / intermediate layers train
 (about a third of the weights) need ten times the paper's learning rate to move within a small budget,
 and full fine-tuning did better at the temperature MiniLM was pre-trained with (0.05, scale 20) than at
 0.02. So the learning rate and the temperature depend on ``train_only``.
@@ -16,6 +16,8 @@ A flag given on the command line (or a ``TrainConfig`` field set in Python) alwa
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from clpft.errors import ClpftError
 
 
 @dataclass(frozen=True)
@@ -50,18 +52,15 @@ PRESETS: dict[str, Preset] = {
     ),
     "clpft": Preset(
         "the paper's, but lr 1e-4 when only MoE / intermediate layers train and tau 0.05 when all weights train: "
-        "chosen on validation splits for small embedders like all-MiniLM-L6-v2 (benchmarks/tuning.md)",
+        "chosen on validation splits for small embedders like all-MiniLM-L6-v2 (benchmarks/results/tuning.md)",
         learning_rate={"all": 1e-5, "intermediate": 1e-4, "moe": 1e-4},
         temperature={"all": 0.05, "intermediate": 0.02, "moe": 0.02},
     ),
 }
 DEFAULT_PRESET = "clpft"
-PRESET_FIELDS = tuple(PRESETS["paper"].values("all"))
 
 
 def preset_values(name: str, train_only: str) -> dict[str, float]:
-    from clpft.errors import ClpftError
-
     if name not in PRESETS:
         raise ClpftError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
     if train_only not in PRESETS[name].learning_rate:

@@ -284,7 +284,7 @@ def validation_evaluator(examples: list[TrainExample], model: SentenceTransforme
     Without ``corpus`` it ranks the pool of their positives and mined hard negatives: cheap enough to run
     often, and sensitive to what the loss changes (hard negatives moving past positives), but blind to the
     rest of the corpus rising. With ``corpus`` (document id -> text) it ranks the whole corpus, as the test
-    does: slower, and the better guide for choosing a learning rate (benchmarks/tuning.md)."""
+    does: slower (the corpus is encoded at every evaluation)."""
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
     from sentence_transformers.util import cos_sim
 
