@@ -17,7 +17,7 @@ import platform
 import re
 from pathlib import Path
 
-from clpft.ablation import report_markdown
+from clpft.ablation import ROWS, report_markdown
 
 HERE = Path(__file__).resolve().parent
 PAPER = ("base 55.95 -> random-infonce 52.92 -> ance-infonce 57.43 -> ance-clp 58.06 -> "
@@ -33,6 +33,11 @@ def command_of(folder: Path, report: dict) -> str:
                 flags += [flag, value]
     if "preset" not in report and "--preset" not in flags:
         flags += ["--preset", "paper"]  # ladders from before presets existed ran with the paper's settings
+    rows = [row["row"] for row in report["rows"]]
+    if rows != list(ROWS):
+        flags += ["--rows", ",".join(rows)]
+    if report.get("seeds", 1) > 1:
+        flags += ["--seeds", str(report["seeds"])]
     return " ".join(["clpft ablation", "--data", report["data"], "--out", str(folder), *flags])
 
 
@@ -99,7 +104,8 @@ def main() -> None:
         collected[folder.name] = {"preset": report["preset"]["name"] if "preset" in report else "paper", "command": command_of(folder, report), "wall_time": wall, "max_rss_mb": rss,
                                   "report": report, "notes": ordering_notes(report)}
         preset = report["preset"]["name"] if "preset" in report else "paper"
-        lines += [f"## {Path(report['data']).name}, preset `{preset}`", "",
+        seeds = f", {report['seeds']} seeds" if report.get("seeds", 1) > 1 else ""
+        lines += [f"## {Path(report['data']).name}, preset `{preset}`{seeds}", "",
                   f"Command: `{f'/usr/bin/time -v -o {folder}.time ' if wall else ''}{command_of(folder, report)}`", "",
                   (f"Wall time (`/usr/bin/time`): {wall}; largest process's peak memory: {rss} MB." if wall else
                    "Wall time: not measured with `/usr/bin/time` (see the notes at the end)."), ""]

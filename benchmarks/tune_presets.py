@@ -77,6 +77,8 @@ def main() -> None:
                         help="validation queries rank the whole corpus (as the test does), not the pool of their "
                              "positives and mined negatives")
     parser.add_argument("--model", default=None, help="model folder (default: the packaged all-MiniLM-L6-v2)")
+    parser.add_argument("--neg-queries", default="qrels",
+                        help="where the mined negatives' own queries come from (`clpft mine --neg-queries`)")
     parser.add_argument("--seed", default="42")
     parser.add_argument("--run", action="append", default=None, metavar="ROW:key=value,...",
                         help="a run of the grid (repeatable; default: the built-in grid)")
@@ -90,7 +92,8 @@ def main() -> None:
     tuning_set = out / "tune.jsonl"
     if not tuning_set.is_file():
         subprocess.run([*clpft, "mine", "--data", args.data, "--split", args.split, "--out", str(tuning_set),
-                        "--max-train-queries", str(args.max_train_queries), "--quiet", *model, *common], check=True)
+                        "--max-train-queries", str(args.max_train_queries), "--neg-queries", args.neg_queries, "--quiet",
+                        *model, *common], check=True)
 
     results_file = out / "tuning.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {"runs": []}
@@ -115,7 +118,8 @@ def main() -> None:
         })
         shutil.rmtree(folder)  # the scores are what tuning needs; the weights are 90 MB a run
         results.update(data=args.data, val_fraction=args.val_fraction, val_corpus="whole corpus" if args.val_corpus else "pool", epochs=args.epochs,
-                       max_train_queries=args.max_train_queries, passage_max_tokens=args.passage_max_tokens)
+                       max_train_queries=args.max_train_queries, passage_max_tokens=args.passage_max_tokens,
+                       neg_queries=args.neg_queries)
         write_json(results_file, results)
         print(f"{spec}: val nDCG@10 {final['ndcg@10']:.4f} ({results['runs'][-1]['seconds']:.0f} s)", flush=True)
     write_text(out / "tuning.md", markdown(results))
@@ -131,9 +135,12 @@ def collect(folders: list[str], out: Path) -> None:
         command = (f"python benchmarks/tune_presets.py --data {results['data']} --out {folder} --max-train-queries "
                    f"{results['max_train_queries']} --val-fraction {results['val_fraction']} --epochs {results['epochs']} "
                    f"{'--val-corpus ' if results.get('val_corpus') == 'whole corpus' else ''}"
+                   f"{'--neg-queries ' + results['neg_queries'] + ' ' if results.get('neg_queries', 'qrels') != 'qrels' else ''}"
                    f"--passage-max-tokens {results['passage_max_tokens']} {runs}")
         whole = results.get("val_corpus") == "whole corpus"
-        sections += [f"## {Path(results['data']).name}{', validation on the whole corpus' if whole else ''}", "",
+        source = results.get("neg_queries", "qrels")
+        sections += [f"## {Path(results['data']).name}{', validation on the whole corpus' if whole else ''}"
+                     f"{f', own queries of negatives: {source}' if source != 'qrels' else ''}", "",
                      f"`{command}`", "", markdown(results)]
         everything[str(folder)] = results
     notes = HERE / "tuning_notes.md"
@@ -150,7 +157,8 @@ def markdown(results: dict) -> str:
         f"Tuning on {results['data']}: {runs[0]['train_examples'] if runs else 0} training queries, "
         f"{runs[0]['val_queries'] if runs else 0} held-out validation queries (--val-fraction {results['val_fraction']}) "
         f"ranking {results.get('val_corpus', 'pool')}{' (their positives and mined negatives)' if results.get('val_corpus', 'pool') == 'pool' else ''}, "
-        f"{results['epochs']} epoch(s), passages cut at {results['passage_max_tokens']} tokens. "
+        f"{results['epochs']} epoch(s), passages cut at {results['passage_max_tokens']} tokens, "
+        f"negatives' own queries from {results.get('neg_queries', 'qrels')}. "
         f"Budget: {len(runs)} runs, {examples:.0f} training examples, {seconds / 60:.1f} min.",
         "",
         "| run | val nDCG@10 | val MRR@10 | steps | s |",

@@ -37,6 +37,14 @@ def test_ablation_report_and_cache(tiny_model_dir, tiny_beir, tmp_path, capsys, 
     assert main([*args[:-1], "--rows", "base,nope"]) == 2
     assert "unknown rows nope" in capsys.readouterr().err
 
+    # the negatives' own queries matter only to the CLP rows: another source re-mines and retrains ance-clp-moe,
+    # and keeps ance-infonce (its negatives are the same)
+    moe_result = out / "rows" / "ance-clp-moe" / "seed42" / "result.json"
+    infonce_result = out / "rows" / "ance-infonce" / "seed42" / "result.json"
+    assert main([*args, "--neg-queries", "none"]) == 0
+    assert moe_result.stat().st_mtime_ns != stamps[moe_result]
+    assert infonce_result.stat().st_mtime_ns == stamps[infonce_result]
+
     # the preset reaches every trained row, and a new version of a preset's values retrains them (not base)
     row_result = out / "rows" / "ance-infonce" / "seed42" / "result.json"
     base_result = out / "rows" / "base" / "seed42" / "result.json"

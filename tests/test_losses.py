@@ -153,3 +153,32 @@ def test_cached_clp_gradients_equal_clp(tiny_model, penalty_weight):
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-5)
+
+
+def test_clp_gradient_benchmark_measures_both_terms(tiny_model_dir, tmp_path):
+    """benchmarks/clp_gradients.py: a positive, finite ratio of the penalty's gradient to InfoNCE's for each
+    set of trained weights and τ, and the derived columns follow from it."""
+    import json
+    import math
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    rows = [{"query": f"query about topic {i}", "pos": [f"document on topic {i}"],
+             "neg": [f"text on subject {i + j}" for j in range(1, 3)],
+             "neg_q": [[f"question on subject {i + 1}"], []]} for i in range(3)]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "clp_gradients.py"
+    result = subprocess.run([sys.executable, str(script), "--train", str(train), "--model", str(tiny_model_dir),
+                             "--out", str(tmp_path / "grad")], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "grad.json").read_text())
+    assert report["examples"] == 3 and set(report["results"]) == {"all", "moe"}
+    for by_tau in report["results"].values():
+        assert set(by_tau) == {"0.02", "0.05"}
+        for r in by_tau.values():
+            assert 0 < r["median_ratio"] < math.inf
+            assert r["lambda_equal"] == pytest.approx(1 / (1 + r["median_ratio"]))
+            assert r["penalty_share"]["0.1"] == pytest.approx(r["median_ratio"] / 9)
+    assert "| moe | 0.02 |" in (tmp_path / "grad.md").read_text()

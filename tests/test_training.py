@@ -146,7 +146,8 @@ def test_tuning_benchmark_scores_runs_on_a_validation_split(tiny_model_dir, tiny
     out = tmp_path / "tune"
     command = [sys.executable, str(script), "--data", str(tiny_beir), "--out", str(out), "--model", str(tiny_model_dir),
                "--max-train-queries", "6", "--val-fraction", "0.5", "--run", "base:lr=0",
-               "--run", "ance-clp-moe:lr=1e-3,num_negatives=2", "--run", "ance-clp-moe:lr=0,num_negatives=2"]
+               "--run", "ance-clp-moe:lr=1e-3,num_negatives=2", "--run", "ance-clp-moe:lr=0,num_negatives=2",
+               "--neg-queries", "qrels,extractive"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     runs = {r["run"]: r for r in json.loads((out / "tuning.json").read_text())["runs"]}
@@ -155,6 +156,10 @@ def test_tuning_benchmark_scores_runs_on_a_validation_split(tiny_model_dir, tiny
     # an upcycled MoE that does not train computes what the base model computes
     assert runs["ance-clp-moe:lr=0,num_negatives=2"]["val_ndcg@10"] == pytest.approx(runs["base:lr=0"]["val_ndcg@10"], abs=1e-6)
     assert "Budget: 3 runs" in (out / "tuning.md").read_text()
+    # --neg-queries reaches the mining: with the extractive fallback every negative has a query of its own
+    assert "negatives' own queries from qrels,extractive" in (out / "tuning.md").read_text()
+    mined = [json.loads(line) for line in (out / "tune.jsonl").read_text().splitlines()]
+    assert all(queries for example in mined for queries in example["neg_q"])
     stamp = (out / "tuning.json").stat().st_mtime_ns
     assert subprocess.run(command, capture_output=True, timeout=600).returncode == 0
     assert (out / "tuning.json").stat().st_mtime_ns == stamp
