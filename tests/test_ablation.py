@@ -44,8 +44,20 @@ def test_ablation_report_and_cache(tiny_model_dir, tiny_beir, tmp_path, capsys, 
     assert main([*args, "--neg-queries", "none"]) == 0
     assert moe_result.stat().st_mtime_ns != stamps[moe_result]
     assert infonce_result.stat().st_mtime_ns == stamps[infonce_result]
+    # the mining options are keyed as they run, defaults included: a changed default (here: the search
+    # depth) re-mines and retrains every trained row, not base
+    from clpft import ablation
 
-    # the preset reaches every trained row, and a new version of a preset's values retrains them (not base)
+    resolved = ablation._mine_options
+    monkeypatch.setattr(ablation, "_mine_options", lambda mine_args: ({**resolved(mine_args)[0], "rank_to": 7},
+                                                                      resolved(mine_args)[1]))
+    stamps = {p: p.stat().st_mtime_ns for p in [*out.glob("rows/*/seed*/result.json"), out / "data" / "ance" / "result.json"]}
+    assert main(args) == 0
+    changed = {p.parent.parent.name for p, stamp in stamps.items() if p.stat().st_mtime_ns != stamp}
+    assert changed == {"ance-clp-moe", "ance-infonce", "data"}
+
+    # the preset reaches every trained row, and a new version of a preset's values retrains them (not base;
+    # the changed mining default above stays in place, so only the preset differs)
     row_result = out / "rows" / "ance-infonce" / "seed42" / "result.json"
     base_result = out / "rows" / "base" / "seed42" / "result.json"
     config = json.loads((out / "rows" / "ance-infonce" / "seed42" / "model" / "training.json").read_text())["config"]

@@ -80,30 +80,19 @@ def _clpft(args: list[str], quiet: bool) -> None:
         raise ClpftError(f"`clpft {' '.join(args[:1])}` failed: {last}")
 
 
-# `clpft mine` flags that only decide the negatives' own queries: rows whose loss has no penalty never read
-# those queries, so their cache keys leave these flags out (the negatives themselves do not depend on them).
-NEG_QUERY_FLAGS = ("--neg-queries", "--queries-per-negative", "--llm-base-url", "--llm-model", "--max-llm-calls",
-                   "--doc2query-model")
+# `clpft mine` options that only decide the negatives' own queries (the negatives do not depend on them).
+OWN_QUERY_OPTIONS = ("neg_queries", "queries_per_negative", "llm_", "max_llm_calls", "doc2query_")
 
 
-def _without_neg_query_flags(mine_args: list[str]) -> list[str]:
-    kept, skip = [], False
-    for arg in mine_args:
-        if skip:
-            skip = False
-        elif arg in NEG_QUERY_FLAGS:
-            skip = True  # every one of them takes a value
-        else:
-            kept.append(arg)
-    return kept
-
-
-def _mine_options(mine_args: list[str]) -> dict[str, Any]:
-    """Every `clpft mine` option as it will run, defaults included, so that a changed default re-mines."""
+def _mine_options(mine_args: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every `clpft mine` option as it will run, defaults included (so that a changed default re-mines and
+    retrains), split into (what picks the negatives, what finds the negatives' own queries)."""
     from clpft.cli import build_parser
 
     options = vars(build_parser().parse_args(["mine", "--data", "-", "--out", "-", *mine_args]))
-    return {k: v for k, v in options.items() if k not in ("data", "out", "command", "quiet", "config") and not callable(v)}
+    options = {k: v for k, v in options.items() if k not in ("data", "out", "command", "quiet", "config") and not callable(v)}
+    own_queries = {k: v for k, v in options.items() if k.startswith(OWN_QUERY_OPTIONS)}
+    return {k: v for k, v in options.items() if k not in own_queries}, own_queries
 
 
 def _preset_of(train_args: list[str]) -> str:
@@ -135,11 +124,12 @@ def run_ablation(options: AblationOptions) -> dict[str, Any]:
     model_args = ["--model", options.model] if options.model else []
 
     # 1. The training sets, mined once and shared by every row.
-    mine_options = _mine_options(options.mine_args)
+    negative_options, own_query_options = _mine_options(options.mine_args)
     training_sets: dict[str, Path] = {}
     for negatives in sorted({ROWS[r].negatives for r in options.rows if ROWS[r].negatives}):
         path = out / "data" / f"{negatives}.jsonl"
-        key = _key("mine", data_key, negatives, options.model, mine_options, options.seed, options.train_split)
+        key = _key("mine", data_key, negatives, options.model, negative_options, own_query_options, options.seed,
+                   options.train_split)
         if _cached(path.parent / negatives, key) is None:
             _clpft(["mine", "--data", str(data), "--split", options.train_split, "--out", str(path), "--overwrite",
                     "--strategy", negatives, "--seed", str(options.seed), *model_args, *options.mine_args], options.quiet)
@@ -153,13 +143,13 @@ def run_ablation(options: AblationOptions) -> dict[str, Any]:
         seeds = [options.seed] if row.negatives is None else [options.seed + k for k in range(options.seeds)]
         for seed in seeds:
             folder = out / "rows" / name / f"seed{seed}"
-            # What trains a row: the flags passed on and the values of the preset they select (so a row trained
-            # under an older version of the preset is not taken for one under the current version). The base row
-            # trains nothing.
-            training_key = [options.mine_args if row.loss == "clp" else _without_neg_query_flags(options.mine_args),
-                            options.train_args, preset_values(_preset_of(options.train_args), row.train_only)]
-            if row.loss == "clp":  # the penalty reads the negatives' own queries: key on how they were found
-                training_key.append({k: v for k, v in mine_options.items() if f"--{k.replace('_', '-')}" in NEG_QUERY_FLAGS})
+            # What trains a row: the mining options, the flags passed on and the values of the preset they select
+            # (so a row trained under an older version of the preset is not taken for one under the current
+            # version). Only CLP's penalty reads the negatives' own queries, so only the CLP rows are keyed on how
+            # they were found. The base row trains nothing.
+            training_key = [negative_options, options.train_args, preset_values(_preset_of(options.train_args), row.train_only)]
+            if row.loss == "clp":
+                training_key.append(own_query_options)
             key = _key(name, dataclasses.asdict(row), data_key, options.model, training_key if row.negatives else None,
                        options.eval_args, seed, options.eval_split)
             cached = _cached(folder, key)
