@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from clpft.data.trainset import read_train_jsonl
+from clpft.errors import ClpftError
 from clpft.files import write_json, write_text
 from clpft.losses import CLPLoss
 from clpft.models import load_model
@@ -88,7 +89,12 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    examples = [e for e in read_train_jsonl(args.train) if any(e.neg_q)][: args.examples]
+    try:
+        examples = [e for e in read_train_jsonl(args.train) if any(e.neg_q)][: args.examples]
+    except ClpftError as error:
+        raise SystemExit(f"clp_gradients: error: {error}")
+    if not examples:
+        raise SystemExit(f"clp_gradients: error: {args.train}: no negative has a query of its own (mine with --neg-queries)")
     started = time.perf_counter()
     results = {train_only: measure(args.model, train_only, examples, args.passage_max_tokens) for train_only in ("all", "moe")}
     report = {"train": args.train, "out": args.out, "model": args.model or "packaged all-MiniLM-L6-v2", "examples": len(examples),
