@@ -101,12 +101,13 @@ def main() -> None:
     for folder in args.folders:
         report = json.loads((folder / "report.json").read_text())
         wall, rss = wall_and_memory(folder)
-        collected[folder.name] = {"preset": report["preset"]["name"] if "preset" in report else "paper", "command": command_of(folder, report), "wall_time": wall, "max_rss_mb": rss,
-                                  "report": report, "notes": ordering_notes(report)}
         preset = report["preset"]["name"] if "preset" in report else "paper"
+        command = command_of(folder, report)
+        collected[folder.name] = {"preset": preset, "command": command, "wall_time": wall, "max_rss_mb": rss,
+                                  "report": report, "notes": ordering_notes(report)}
         seeds = f", {report['seeds']} seeds" if report.get("seeds", 1) > 1 else ""
         lines += [f"## {Path(report['data']).name}, preset `{preset}`{seeds}", "",
-                  f"Command: `{f'/usr/bin/time -v -o {folder}.time ' if wall else ''}{command_of(folder, report)}`", "",
+                  f"Command: `{f'/usr/bin/time -v -o {folder}.time ' if wall else ''}{command}`", "",
                   (f"Wall time (`/usr/bin/time`): {wall}; largest process's peak memory: {rss} MB." if wall else
                    "Wall time: not measured with `/usr/bin/time` (see the notes at the end)."), ""]
         body = report_markdown(report).split("\n", 2)[2]  # the table without its own title

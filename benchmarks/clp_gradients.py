@@ -55,6 +55,7 @@ def measure(model_path: str | None, train_only: str, examples, passage_max_token
     set_trainable(model, train_only)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
+    loss = CLPLoss(model)  # only its two terms are used, so λ does not matter; τ is set per measurement
     ratios: dict[float, list[float]] = {tau: [] for tau in TEMPERATURES}
     for example in examples:
         own = [(j, q) for j, queries in enumerate(example.neg_q) for q in queries[:1]]
@@ -65,7 +66,6 @@ def measure(model_path: str | None, train_only: str, examples, passage_max_token
         for row, (j, _) in enumerate(own):
             labels[0, j, 0] = row
         columns = [query, positive, *[negatives[j : j + 1] for j in range(len(example.neg))]]
-        loss = CLPLoss(model)
         penalty = _grad_norm(loss.penalty(columns[2:], own_queries, labels), params)
         for tau in TEMPERATURES:
             loss.temperature = tau
