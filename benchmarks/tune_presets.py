@@ -61,6 +61,12 @@ def train_flags(row: str, settings: dict[str, str]) -> list[str]:
     return flags
 
 
+def _run(command: list[str], **kwargs) -> None:
+    """A `clpft` step; when it fails, its own one-line error (on stderr) is followed by one line here."""
+    if subprocess.run(command, **kwargs).returncode != 0:
+        raise SystemExit(f"tune_presets: error: `clpft {command[3]}` failed (its message is above)")
+
+
 def main() -> None:
     if sys.argv[1:2] == ["collect"]:
         collect(sys.argv[2:], HERE / "results" / "tuning.md")
@@ -91,9 +97,9 @@ def main() -> None:
     common = ["--passage-max-tokens", args.passage_max_tokens, "--seed", args.seed]
     tuning_set = out / "tune.jsonl"
     if not tuning_set.is_file():
-        subprocess.run([*clpft, "mine", "--data", args.data, "--split", args.split, "--out", str(tuning_set),
+        _run([*clpft, "mine", "--data", args.data, "--split", args.split, "--out", str(tuning_set),
                         "--max-train-queries", str(args.max_train_queries), "--neg-queries", args.neg_queries, "--quiet",
-                        *model, *common], check=True)
+                        *model, *common])
 
     results_file = out / "tuning.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {"runs": []}
@@ -104,11 +110,11 @@ def main() -> None:
         row, settings = parse_run(spec)
         folder = out / "runs" / spec.replace(":", "_").replace(",", "_").replace("=", "-")
         started = time.perf_counter()
-        subprocess.run([*clpft, "train", "--train", str(tuning_set), "--out", str(folder), "--overwrite", "--quiet",
+        _run([*clpft, "train", "--train", str(tuning_set), "--out", str(folder), "--overwrite", "--quiet",
                         "--preset", "paper", *train_flags(row, settings), "--epochs", args.epochs,
                         "--val-fraction", str(args.val_fraction), "--eval-steps", "100000", *model, *common,
                         *(["--val-corpus", args.data] if args.val_corpus else [])],
-                       check=True, stdout=subprocess.DEVNULL)
+                       stdout=subprocess.DEVNULL)
         training = json.loads((folder / "training.json").read_text())
         final = training["val_history"][-1]
         results["runs"].append({
