@@ -180,5 +180,6 @@ def mine_negatives(
         strategy, len(examples), total, with_queries, short, dropped, round(time.perf_counter() - started, 2),
         dict(sorted(sources.items())), [s.line() for s in summaries],
     )
-    logger.info(stats.summary())
+    # debug, not info: `clpft mine` and `clpft run` print this line themselves (it is a result, shown under --quiet)
+    logger.debug(stats.summary())
     return examples, stats
