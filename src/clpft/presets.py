@@ -9,9 +9,12 @@ splits carved from the training queries of SciFact and XQuAD-hi with the package
 (about a third of the weights) need ten times the paper's learning rate to move within a small budget,
 and full fine-tuning did better at the temperature MiniLM was pre-trained with (0.05, scale 20) than at
 0.02. So the learning rate and the temperature depend on ``train_only``. λ stays at the paper's 0.1:
-a second round (the same file) found no λ from 0.1 to 0.99, and no source of the negatives' own
-queries, that helped beyond the runs' own noise; at 0.1 the penalty's gradient is a few percent of
+a second round (the same file) found no λ (0.1 and 0.3 with the qrels' own queries; 0.1 to 0.99 with
+every negative given one, qrels + extractive), and no source of the negatives' own queries, that helped
+beyond the runs' own noise; at 0.1 the penalty's gradient is a few percent of
 InfoNCE's (benchmarks/clp_gradients.py), and from about 0.97 on, where it dominates, validation fell.
+Checked afterwards on the test split at the main job's budget (406 steps on SciFact), lr 1e-4 for the MoE
+layers still came out ahead of 1e-5 and of st-mnrl (benchmarks/results/main_job_scifact.md).
 
 A flag given on the command line (or a ``TrainConfig`` field set in Python) always wins over the preset.
 """
