@@ -25,6 +25,7 @@ from pathlib import Path
 
 from clpft.evaluation.metrics import LABELS
 from clpft.evaluation.statistics import paired_randomization_test
+from clpft.files import write_json, write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -35,32 +36,40 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1), "platform": platform.platform()}
 
 
-def evaluated(path: Path) -> tuple[dict, dict[str, float]]:
-    """(metrics, per-query nDCG@10) of a `clpft eval` output, or of the fine-tuned model of a `clpft run`."""
+def _read_json(path: Path) -> dict:
     try:
-        report = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise SystemExit(f"main_job: error: {path}: {error}") from None
-    part = report.get("finetuned", report)
+
+
+def _scores(part: dict, path: Path) -> tuple[dict, dict[str, float]]:
+    """(metrics, per-query nDCG@10) of one evaluated model in a metrics.json."""
     if "metrics" not in part or "per_query" not in part:
         raise SystemExit(f"main_job: error: {path}: not a clpft eval / run metrics.json (no metrics and per_query)")
     return part["metrics"], {q: v["ndcg@10"] for q, v in part["per_query"].items()}
 
 
-def compare(run_dir: Path, others: list[str]) -> list[dict]:
+def evaluated(path: Path) -> tuple[dict, dict[str, float]]:
+    """(metrics, per-query nDCG@10) of a `clpft eval` output, or of the fine-tuned model of a `clpft run`."""
+    report = _read_json(path)
+    return _scores(report.get("finetuned", report), path)
+
+
+def compare(run_dir: Path, others: list[str], report: dict | None = None) -> list[dict]:
     """The run's base and fine-tuned model, then every other model, each tested against the fine-tuned one."""
-    report = json.loads((run_dir / "metrics.json").read_text())
-    _, mine = evaluated(run_dir / "metrics.json")
-    rows = [{"name": "base (untrained)", "metrics": report["base"]["metrics"],
-             "per_query": {q: v["ndcg@10"] for q, v in report["base"]["per_query"].items()}},
-            {"name": "this run", "metrics": report["finetuned"]["metrics"], "per_query": mine}]
+    path = run_dir / "metrics.json"
+    report = report if report is not None else _read_json(path)
+    (base_metrics, base), (metrics, mine) = _scores(report["base"], path), _scores(report["finetuned"], path)
+    rows = [{"name": "base (untrained)", "metrics": base_metrics, "per_query": base},
+            {"name": "this run", "metrics": metrics, "per_query": mine}]
     for spec in others:
         name, sep, file = spec.partition("=")
         if not sep:
             raise SystemExit(f"main_job: error: --compare {spec!r}: expected NAME=FILE")
         metrics, per_query = evaluated(Path(file))
         if set(per_query) != set(mine):
-            raise SystemExit(f"main_job: error: {file}: evaluated on other queries than {run_dir / 'metrics.json'}")
+            raise SystemExit(f"main_job: error: {file}: evaluated on other queries than {path}")
         rows.append({"name": name, "file": file, "metrics": metrics, "per_query": per_query})
     queries = sorted(mine)
     for row in rows:
@@ -69,8 +78,7 @@ def compare(run_dir: Path, others: list[str]) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "per_query"} for row in rows]
 
 
-def summarise(run_dir: Path, command: str) -> dict:
-    report = json.loads((run_dir / "metrics.json").read_text())
+def summarise(report: dict, command: str) -> dict:
     return {
         "date": datetime.date.today().isoformat(),
         "command": command,
@@ -143,9 +151,9 @@ def main() -> int:
     args, extra = parser.parse_known_args()
     if args.from_run:
         run_dir = Path(args.from_run)
-        report = json.loads((run_dir / "metrics.json").read_text())
+        report = _read_json(run_dir / "metrics.json")
         manifest = run_dir / "manifest.json"  # holds the command line as given
-        command = ("clpft " + json.loads(manifest.read_text())["command"].split(" ", 1)[1] if manifest.is_file()
+        command = ("clpft " + _read_json(manifest)["command"].split(" ", 1)[1] if manifest.is_file()
                    else f"clpft run --data {report['data']} --out {run_dir}")
         if "preset" not in report["train_config"]:  # a run from before presets existed: the paper's settings
             command += " --preset paper"
@@ -153,17 +161,18 @@ def main() -> int:
         run_dir = Path(args.out)
         cmd = ["clpft", "run", "--data", args.data, "--out", args.out, *extra]
         command = " ".join(cmd)
-        subprocess.run([sys.executable, "-m", "clpft.cli", *cmd[1:]], check=True)
-    result = summarise(run_dir, command)
-    result["comparison"] = compare(run_dir, args.compare) if args.compare else []
+        if subprocess.run([sys.executable, "-m", "clpft.cli", *cmd[1:]]).returncode != 0:
+            raise SystemExit("main_job: error: clpft run failed (its message is above)")
+        report = _read_json(run_dir / "metrics.json")
+    result = summarise(report, command)
+    result["comparison"] = compare(run_dir, args.compare, report) if args.compare else []
     result["note"] = args.note
     argv = sys.argv[1:]  # the note is in the file already: stand it in by NOTE
     argv = [("NOTE" if i and argv[i - 1] == "--note" else a) for i, a in enumerate(argv)]
     result["generated_by"] = "python benchmarks/main_job.py " + shlex.join(argv)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / f"main_job_{Path(result['data']).name}{'_' + args.tag if args.tag else ''}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(result))
+    write_json(stem.with_suffix(".json"), result)  # clpft's writers: temp file, then rename
+    write_text(stem.with_suffix(".md"), markdown(result))
     print(markdown(result))
     return 0
 
