@@ -104,6 +104,27 @@ def test_train_all_without_moe(tiny_model):
     assert any("attention" in n for n in changed) and not any(isinstance(m, MoELinear) for m in tiny_model.modules())
 
 
+def test_moe_lr_gives_the_moe_layers_their_own_learning_rate(tiny_model_dir):
+    import clpft
+
+    for lr, moe_lr in ((1e-3, 0.0), (0.0, 1e-3)):
+        model = clpft.load_model(tiny_model_dir)
+        upcycle(model)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        config = TrainConfig(train_only="all", learning_rate=lr, moe_learning_rate=moe_lr, grad_accum=1, epochs=1,
+                             num_negatives=2, warmup_ratio=0.0)
+        train_model(model, examples(4), config, show_progress=False)
+        changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+        moe = {n for n in before if "intermediate.dense" in n}  # the upcycled layers: experts and routers
+        assert moe and changed
+        if moe_lr:
+            assert changed <= moe
+        else:
+            assert not changed & moe and any("attention" in n for n in changed)
+    with pytest.raises(ClpftError, match="--moe-lr"):
+        train_model(clpft.load_model(tiny_model_dir), examples(2), TrainConfig(moe_learning_rate=1e-4), show_progress=False)
+
+
 def test_bad_training_options(tiny_model):
     with pytest.raises(ClpftError, match="--train-only moe needs"):
         train_model(tiny_model, examples(2), TrainConfig(moe="none"), show_progress=False)

@@ -155,6 +155,8 @@ def _add_training(parser: argparse.ArgumentParser, defaults) -> None:
     group.add_argument("--train-only", choices=("all", "intermediate", "moe"), default=defaults.train_only,
                        help="parameters that train; the rest stay frozen")
     group.add_argument("--lr", type=float, default=None, help="learning rate, by what --train-only trains " + _preset_default("learning_rate"))
+    group.add_argument("--moe-lr", type=float, default=None,
+                       help="with --train-only all and --moe: the MoE layers' own learning rate (default: --lr)")
     group.add_argument("--epochs", type=float, default=None, help="training epochs " + _preset_default("epochs"))
     group.add_argument("--batch-size", type=_positive_int, default=None, help="queries per batch " + _preset_default("batch_size"))
     group.add_argument("--grad-accum", type=_positive_int, default=None,
@@ -195,6 +197,7 @@ def _train_config(args: argparse.Namespace):
         train_only=args.train_only,
         preset=args.preset,
         learning_rate=args.lr,
+        moe_learning_rate=args.moe_lr,
         epochs=args.epochs,
         batch_size=args.batch_size,
         grad_accum=args.grad_accum,

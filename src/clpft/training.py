@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import math
 import random
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -217,6 +218,7 @@ class TrainConfig:
     train_only: str = "moe"
     preset: str = DEFAULT_PRESET
     learning_rate: float | None = None
+    moe_learning_rate: float | None = None  # train_only "all" with MoE: the MoE layers' own learning rate
     epochs: float | None = None
     batch_size: int | None = None
     grad_accum: int | None = None
@@ -347,6 +349,9 @@ def train_model(
         raise ClpftError("--precision fp16 needs a CUDA GPU (use bf16 on a CPU)")
     if config.moe == "none" and config.train_only == "moe":
         raise ClpftError("--train-only moe needs --moe intermediate or output (or use --train-only all/intermediate)")
+    if config.moe_learning_rate is not None and (config.moe == "none" or config.train_only != "all"):
+        raise ClpftError("--moe-lr is the MoE layers' learning rate when every weight trains: it needs --moe intermediate "
+                         "or output and --train-only all (otherwise --lr is theirs)")
     set_seed(config.seed)
     if config.moe != "none" and not moe_settings(model):
         try:
@@ -391,6 +396,7 @@ def train_model(
             per_device_train_batch_size=config.batch_size,
             gradient_accumulation_steps=config.grad_accum,
             learning_rate=config.learning_rate,
+            learning_rate_mapping=_moe_learning_rates(model, config.moe_learning_rate),
             warmup_steps=int(config.warmup_ratio * total_steps),
             weight_decay=0.0,
             seed=config.seed,
@@ -444,6 +450,16 @@ def train_model(
     world = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
     return TrainResult(trainable, total, len(dataset), skipped, steps, round(seconds, 2), history, val_history,
                        len(val_examples), world)
+
+
+def _moe_learning_rates(model: SentenceTransformer, learning_rate: float | None) -> dict[str, float]:
+    """sentence-transformers' ``learning_rate_mapping`` (parameter-name regex -> lr) that gives every MoE
+    layer ``learning_rate``: the new layers can move faster than the pre-trained weights around them."""
+    if learning_rate is None:
+        return {}
+    names = [name for name, module in model.named_modules() if isinstance(module, MoELinear)]
+    # The trainer sees the loss's parameter names ("model.0.auto_model...."): match a whole dotted prefix.
+    return {r"(^|\.)(" + "|".join(re.escape(name) for name in names) + r")\.": learning_rate}
 
 
 def _checkpointing_args(enabled: bool) -> dict[str, Any]:
