@@ -14,7 +14,10 @@ every negative given one, qrels + extractive), and no source of the negatives' o
 beyond the runs' own noise; at 0.1 the penalty's gradient is a few percent of
 InfoNCE's (benchmarks/clp_gradients.py), and from about 0.97 on, where it dominates, validation fell.
 Checked afterwards on the test split at the main job's budget (406 steps on SciFact), lr 1e-4 for the MoE
-layers still came out ahead of 1e-5 and of st-mnrl (benchmarks/results/main_job_scifact.md).
+layers still came out ahead of 1e-5 and of st-mnrl (benchmarks/results/main_job_scifact.md). It is not safe
+everywhere: on Cranfield (140 training queries, noisy pairs) the same pipeline falls from 0.458 to 0.332
+nDCG@10 where ``paper`` keeps 0.461 (benchmarks/results/main_job_cranfield.md); a validation split at the
+run's own budget shows it, so compare the two presets on one before a long run.
 
 A flag given on the command line (or a ``TrainConfig`` field set in Python) always wins over the preset.
 """
