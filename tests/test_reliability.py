@@ -144,7 +144,8 @@ def test_validation_split_and_curve(tiny_model_dir, tiny_beir, tmp_path):
     result = json.loads((out / "training.json").read_text())
     assert result["val_queries"] == len(held) and result["examples"] == len(kept)
     curve = result["val_history"]
-    assert [v["step"] for v in curve] == list(range(2, result["optimizer_steps"] + 1, 2)) + (
+    # step 0 (the untouched model), every --eval-steps, and the end
+    assert [v["step"] for v in curve] == [0] + list(range(2, result["optimizer_steps"] + 1, 2)) + (
         [result["optimizer_steps"]] if result["optimizer_steps"] % 2 else [])
     assert all(0.0 <= v["ndcg@10"] <= 1.0 for v in curve)
     assert (out / "training_loss.png").read_bytes()[:4] == b"\x89PNG"

@@ -9,7 +9,7 @@ from clpft.data import TrainExample
 from clpft.errors import ClpftError
 from clpft.modeling_clpft_moe import MoELinear
 from clpft.moe import hf_model_of, upcycle
-from clpft.training import CLPDataCollator, TrainConfig, build_dataset, set_trainable, train_model
+from clpft.training import CLPDataCollator, TrainConfig, build_dataset, set_trainable, train_model, validation_regression
 
 
 def examples(n: int = 6, negatives: int = 2) -> list[TrainExample]:
@@ -123,6 +123,16 @@ def test_moe_lr_gives_the_moe_layers_their_own_learning_rate(tiny_model_dir):
             assert not changed & moe and any("attention" in n for n in changed)
     with pytest.raises(ClpftError, match="--moe-lr"):
         train_model(clpft.load_model(tiny_model_dir), examples(2), TrainConfig(moe_learning_rate=1e-4), show_progress=False)
+
+
+def test_a_run_that_ends_below_the_untouched_model_is_flagged():
+    # Cranfield's validation at the main job's budget (tuning.md, round 4): 0.2633 untrained, 0.2251 after
+    fell = [{"step": 0, "ndcg@10": 0.2633}, {"step": 28, "ndcg@10": 0.27}, {"step": 56, "ndcg@10": 0.2251}]
+    message = validation_regression(fell)
+    assert message and "from 0.2633 before training to 0.2251 after" in message and "--preset paper" in message
+    assert validation_regression([{"step": 0, "ndcg@10": 0.26}, {"step": 56, "ndcg@10": 0.26}]) is None
+    assert validation_regression([{"step": 28, "ndcg@10": 0.3}, {"step": 56, "ndcg@10": 0.2}]) is None  # no step 0 (resumed)
+    assert validation_regression([{"step": 0, "ndcg@10": 0.3}]) is None
 
 
 def test_bad_training_options(tiny_model):

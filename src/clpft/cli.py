@@ -180,8 +180,8 @@ def _add_training(parser: argparse.ArgumentParser, defaults) -> None:
                        help="recompute activations during the backward pass: less memory for long passages, slower")
     group.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
                        help="hold out this share of the training queries; nDCG@10 on them (ranking their positives and "
-                            "mined negatives) is tracked during training and drawn in training_loss.png: tune on this, "
-                            "never on the test split")
+                            "mined negatives) is tracked from step 0 (the untouched model) on and drawn in training_loss.png, "
+                            "with a warning if the run ends below step 0: tune on this, never on the test split")
     group.add_argument("--eval-steps", type=int, default=defaults.eval_steps,
                        help="with --val-fraction: evaluate every N optimizer steps (0: about 5 times per run)")
 

@@ -428,6 +428,8 @@ def train_model(
             from transformers.trainer_callback import PrinterCallback
 
             trainer.remove_callback(PrinterCallback)
+        # Step 0: the untouched model on the held-out queries, the line the run has to beat.
+        start = [(0, {f"eval_{k}": v for k, v in evaluator(model).items()})] if evaluator is not None and not resume_from else []
         started = time.perf_counter()
         trainer.train(resume_from_checkpoint=resume_from)
         seconds = time.perf_counter() - started
@@ -443,7 +445,10 @@ def train_model(
             logged = [(e["step"], e) for e in trainer.state.log_history if any(k.startswith("eval_val_") for k in e)]
             if not logged or logged[-1][0] != steps:
                 logged.append((steps, {f"eval_{k}": v for k, v in evaluator(model).items()}))
-            val_history = [{"step": step, **_val_metrics(entry)} for step, entry in logged]
+            val_history = [{"step": step, **_val_metrics(entry)} for step, entry in start + logged]
+            message = validation_regression(val_history)
+            if message:
+                logger.warning(message)
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
@@ -460,6 +465,19 @@ def _moe_learning_rates(model: SentenceTransformer, learning_rate: float | None)
     names = [name for name, module in model.named_modules() if isinstance(module, MoELinear)]
     # The trainer sees the loss's parameter names ("model.0.auto_model...."): match a whole dotted prefix.
     return {r"(^|\.)(" + "|".join(re.escape(name) for name in names) + r")\.": learning_rate}
+
+
+def validation_regression(val_history: list[dict[str, float]]) -> str | None:
+    """A warning when the trained model scores below the untouched one (step 0) on the validation split:
+    the training pairs or the settings hurt this model on this data (on Cranfield, clpft's default preset
+    did; benchmarks/results/tuning.md, round 4). None when there is no step 0 or no drop."""
+    if len(val_history) < 2 or val_history[0]["step"] != 0:
+        return None
+    before, after = val_history[0]["ndcg@10"], val_history[-1]["ndcg@10"]
+    if after >= before:
+        return None
+    return (f"validation nDCG@10 fell from {before:.4f} before training to {after:.4f} after: on the held-out "
+            "queries the untouched model is better; try --preset paper or a lower --lr")
 
 
 def _checkpointing_args(enabled: bool) -> dict[str, Any]:
