@@ -428,8 +428,11 @@ def train_model(
             from transformers.trainer_callback import PrinterCallback
 
             trainer.remove_callback(PrinterCallback)
+        def evaluate() -> dict[str, float]:  # keyed as the trainer logs its evaluations ("eval_val_...")
+            return {f"eval_{k}": v for k, v in evaluator(model).items()}
+
         # Step 0: the untouched model on the held-out queries, the line the run has to beat.
-        start = [(0, {f"eval_{k}": v for k, v in evaluator(model).items()})] if evaluator is not None and not resume_from else []
+        start = [(0, evaluate())] if evaluator is not None and not resume_from else []
         started = time.perf_counter()
         trainer.train(resume_from_checkpoint=resume_from)
         seconds = time.perf_counter() - started
@@ -444,7 +447,7 @@ def train_model(
             # The curve: every evaluation during training, and the final model's (unless the last step was one).
             logged = [(e["step"], e) for e in trainer.state.log_history if any(k.startswith("eval_val_") for k in e)]
             if not logged or logged[-1][0] != steps:
-                logged.append((steps, {f"eval_{k}": v for k, v in evaluator(model).items()}))
+                logged.append((steps, evaluate()))
             val_history = [{"step": step, **_val_metrics(entry)} for step, entry in start + logged]
             message = validation_regression(val_history)
             if message:
