@@ -161,3 +161,72 @@ def test_same_seed_same_results(tiny_model_dir, tiny_beir, tmp_path):
     assert (tmp_path / "a" / "train.jsonl").read_text() == (tmp_path / "b" / "train.jsonl").read_text()
     assert reports[0]["finetuned"]["per_query"] == reports[1]["finetuned"]["per_query"]
     assert [h["loss"] for h in reports[0]["training"]["loss_history"]] == [h["loss"] for h in reports[1]["training"]["loss_history"]]
+
+
+REQUIRED = {"mine": ["--data", "d", "--out", "o"], "train": ["--train", "t", "--out", "o"], "eval": ["--data", "d"],
+            "run": ["--data", "d", "--out", "o"], "synth": ["--data", "d", "--out", "o"],
+            "ablation": ["--data", "d", "--out", "o"]}
+
+
+def out_of_range(rule) -> str:
+    """A value just outside ``rule`` (clpft.options.Range)."""
+    if rule.low is not None:
+        value = rule.low if rule.low_open else rule.low - (1 if rule.integer else 0.5)
+        while value in rule.also:
+            value -= 1
+    else:
+        value = rule.high if rule.high_open else rule.high + 1
+    return str(int(value)) if rule.integer else str(value)
+
+
+def numeric_options():
+    """(subcommand, flag, destination) of every option that takes a number, on every subcommand."""
+    found = []
+    for name, sub in subcommand_parsers().items():
+        for action in sub._actions:
+            if action.option_strings and action.type in (int, float):
+                found.append((name, action.option_strings[0], action.dest))
+    return found
+
+
+@pytest.mark.parametrize("command,flag,dest", numeric_options())
+def test_every_numeric_option_out_of_range_is_one_line_before_any_work(command, flag, dest, monkeypatch, capsys):
+    from clpft.options import FIELD_OF_FLAG, RANGES
+
+    rule = RANGES.get(FIELD_OF_FLAG.get(dest, dest))
+    assert rule is not None, f"clpft {command} {flag} takes a number but has no range in clpft.options.RANGES"
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the options were checked")
+
+    monkeypatch.setattr("clpft.models.load_model", no_work)
+    monkeypatch.setattr("clpft.data.load_dataset", no_work)
+    code = main([command, *REQUIRED[command], flag, out_of_range(rule)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"clpft: error: {flag} "), err
+
+
+@pytest.mark.parametrize("extra", [["--rank-from", "5", "--rank-to", "5"], ["--num-experts", "2", "--experts-per-token", "3"]])
+def test_options_that_limit_each_other(extra, capsys):
+    assert main(["run", "--data", "d", "--out", "o", *extra]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_bad_option_fails_before_torch_is_even_imported(tmp_path):
+    """`clpft run --data ../shared/data/scifact --out X --penalty-weight 1.5`: one line, exit 2, and not even
+    torch imported, let alone a model loaded (so it takes a fraction of a second)."""
+    script = ("import sys; from clpft.cli import main; code = main(sys.argv[1:]); "
+              "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", script, "run", "--data", "../shared/data/scifact", "--out",
+                             str(tmp_path / "x"), "--penalty-weight", "1.5"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == "clpft: error: --penalty-weight must be in [0, 1], got 1.5"
+    assert not (tmp_path / "x").exists()
+
+
+def test_argparse_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--train", "t", "--out", "o", "--batch-size", "abc"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "clpft: error: clpft train: argument --batch-size: invalid int value: 'abc'"]

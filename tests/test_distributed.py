@@ -1,5 +1,7 @@
-"""CLPLoss under DDP: two CPU processes on the gloo backend, each with half of a global batch, give the
-single-process loss on the whole batch (queries see every process's positives and negatives)."""
+"""CLPLoss and CachedCLPLoss under DDP: two CPU processes on the gloo backend, each with half of a global
+batch, give the single-process loss on the whole batch and, divided by the number of processes as DDP's
+gradient averaging does, the single-process gradient of every input: queries, positives, negatives and
+the negatives' own queries."""
 
 from __future__ import annotations
 
@@ -11,19 +13,21 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from clpft.losses import CLPLoss
+from clpft.losses import CachedCLPLoss, CLPLoss
 
 B, K, M, D = 3, 2, 2, 8  # per process: queries, negatives per query, own queries per negative, dim
+Q = 5  # own-query rows per process
+SETTINGS = [("plain", 0.0), ("plain", 0.5), ("cached", 0.0), ("cached", 0.5)]
 
 
 def half(rank: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """Process ``rank``'s part: embeddings [queries, positives, negatives_1..K], own-query embeddings, labels."""
     g = torch.Generator().manual_seed(100 + rank)
     columns = [torch.randn(B, D, generator=g) for _ in range(2 + K)]
-    neg_queries = torch.randn(5, D, generator=g)
-    labels = torch.randint(-1, 5, (B, K, M), generator=g)
+    neg_queries = torch.randn(Q, D, generator=g)
+    labels = torch.randint(-1, Q, (B, K, M), generator=g)
     if rank == 1:
-        labels[:] = -1  # a process without any known negative must still take part
+        labels[:] = -1  # a process with a single known negative: the global mean is not the mean of means
         labels[0, 0, 0] = 3
     return columns, neg_queries, labels
 
@@ -37,15 +41,37 @@ def whole() -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     return columns, neg_queries, torch.cat([parts[0][2], second])
 
 
+class Identity(torch.nn.Module):
+    """A "model" whose embeddings are its inputs, so CachedCLPLoss's gradients reach them unchanged."""
+
+    def forward(self, features):
+        return {"sentence_embedding": features["x"] * 1.0}
+
+
+def loss_and_input_grads(kind: str, penalty_weight: float, columns, neg_queries, labels):
+    """(loss, penalty, gradient of every input column and of the own queries) for one process's inputs."""
+    leaves = [c.clone().requires_grad_(True) for c in columns]
+    own = neg_queries.clone().requires_grad_(True)
+    if kind == "plain":
+        loss_fn = CLPLoss(model=None, penalty_weight=penalty_weight, temperature=0.05)
+        loss = loss_fn.compute_loss_from_embeddings(leaves, own, labels)
+    else:
+        loss_fn = CachedCLPLoss(Identity(), penalty_weight=penalty_weight, temperature=0.05, mini_batch_size=2)
+        loss = loss_fn([{"x": leaf} for leaf in leaves] + [{"x": own}], labels)
+    loss.backward()
+    grads = [leaf.grad for leaf in leaves] + [own.grad if penalty_weight > 0 else torch.zeros_like(own)]
+    penalty = loss_fn.last_terms.get("penalty", torch.tensor(0.0))
+    return loss.detach(), penalty, grads
+
+
 def _worker(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        columns, neg_queries, labels = half(rank)
-        queries = columns[0].clone().requires_grad_(True)
-        loss = CLPLoss(model=None, penalty_weight=0.3, temperature=0.05).compute_loss_from_embeddings(
-            [queries, *columns[1:]], neg_queries, labels)
-        loss.backward()
-        torch.save({"loss": loss.detach(), "grad": queries.grad}, f"{out}/rank{rank}.pt")
+        results = {}
+        for kind, weight in SETTINGS:
+            loss, penalty, grads = loss_and_input_grads(kind, weight, *half(rank))
+            results[f"{kind}:{weight}"] = {"loss": loss, "penalty": penalty, "grads": grads}
+        torch.save(results, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -56,22 +82,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo needed")
-def test_two_process_loss_equals_single_process_loss(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
-    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
-
-    columns, neg_queries, labels = whole()
-    queries = columns[0].clone().requires_grad_(True)
-    single = CLPLoss(model=None, penalty_weight=0.3, temperature=0.05).compute_loss_from_embeddings(
-        [queries, *columns[1:]], neg_queries, labels)
-    single.backward()
-
-    distributed = (results[0]["loss"] + results[1]["loss"]) / 2  # what DDP's gradient averaging optimises
-    assert torch.allclose(distributed, single.detach(), atol=1e-6), (distributed, single)
-    # each query's gradient, averaged over the processes as DDP does, is the single-process gradient
-    assert torch.allclose(torch.cat([results[0]["grad"], results[1]["grad"]]) / 2, queries.grad, atol=1e-6)
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo needed")
+    out = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=2, join=True)
     assert os.environ.get("RANK") is None  # nothing leaked into this process
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+
+@pytest.mark.parametrize("kind,penalty_weight", SETTINGS)
+def test_two_processes_give_the_single_process_loss_and_every_gradient(two_processes, kind, penalty_weight):
+    key = f"{kind}:{penalty_weight}"
+    single_loss, single_penalty, single_grads = loss_and_input_grads("plain", penalty_weight, *whole())
+
+    distributed = (two_processes[0][key]["loss"] + two_processes[1][key]["loss"]) / 2  # what DDP optimises
+    assert torch.allclose(distributed, single_loss, atol=1e-6), (distributed, single_loss)
+    names = ["queries", "positives", *[f"negatives_{j + 1}" for j in range(K)], "own queries"]
+    for index, name in enumerate(names):
+        # each input's gradient, averaged over the processes as DDP does, is the single-process gradient
+        averaged = torch.cat([two_processes[r][key]["grads"][index] for r in range(2)]) / 2
+        assert torch.allclose(averaged, single_grads[index], atol=1e-5), (name, (averaged - single_grads[index]).abs().max())
+    for rank in range(2):  # every process logs the global batch's penalty, not its own share
+        assert torch.allclose(two_processes[rank][key]["penalty"], single_penalty, atol=1e-6)
+    if penalty_weight > 0:
+        assert 0.0 <= float(single_penalty) <= 2.0
 
 
 def test_clpft_train_under_torchrun(tiny_model_dir, tiny_beir, tmp_path):

@@ -57,11 +57,34 @@ def test_negatives_queries_come_from_training_qrels_only(tiny_model, tiny_beir):
             expected = [texts[q] for q in sorted(dataset.qrels) if doc_id in dataset.relevant(q) and q != example.query_id]
             assert own == expected
             assert source == ("qrels" if own else "none")
-            assert texts["q7"] not in own and texts["q8"] not in own  # test queries never leak
     # d1 answers q1 and q2: as a negative of q3 it carries both as its own queries
     q3 = by_id["q3"]
     assert q3.neg_q[q3.neg_ids.index("d1")] == [texts["q1"], texts["q2"]]
     assert stats.negatives_with_queries == sum(1 for e in examples for own in e.neg_q if own)
+
+
+@pytest.mark.parametrize("entry", ["mine", "run"])
+def test_test_queries_never_reach_the_mined_file(tiny_model_dir, tiny_beir, tmp_path, entry):
+    """Through `clpft mine` and `clpft run` on a folder that holds a test split too (q7, q8, relevant to d7-d9):
+    the mined negatives include d7-d9, so test queries would be their own queries if the test qrels were
+    read, and q7, q8 would be rows if the test split were mined."""
+    from clpft.cli import main
+    from clpft.data import read_train_jsonl
+
+    common = ["--model", str(tiny_model_dir), "--strategy", "random", "--num-negatives", "9", "--seed", "1", "--quiet"]
+    if entry == "mine":
+        train_file = tmp_path / "train.jsonl"
+        assert main(["mine", "--data", str(tiny_beir), "--out", str(train_file), *common]) == 0
+    else:
+        assert main(["run", "--data", str(tiny_beir), "--out", str(tmp_path / "run"), "--max-steps", "1", *common]) == 0
+        train_file = tmp_path / "run" / "train.jsonl"
+    examples = read_train_jsonl(train_file)
+    test = load_dataset(tiny_beir, "test")
+    test_docs = {d for q in test.qrels for d in test.relevant(q)} | {d for q in test.qrels for d in test.qrels[q]}
+    assert any(set(e.neg_ids) & test_docs for e in examples)  # the precondition that makes this test able to fail
+    test_texts = {test.queries[q] for q in test.qrels}
+    assert {e.query_id for e in examples} == {"q1", "q2", "q3", "q4", "q5", "q6"}
+    assert not {q for e in examples for own in e.neg_q for q in own} & test_texts
 
 
 def test_random_negatives_are_seeded_and_unlabelled(tiny_beir):

@@ -10,6 +10,7 @@ from clpft.errors import ClpftError
 from clpft.modeling_clpft_moe import MoELinear
 from clpft.moe import hf_model_of, upcycle
 from clpft.training import CLPDataCollator, TrainConfig, build_dataset, set_trainable, train_model, validation_regression
+from conftest import SHARED_DATA
 
 
 def examples(n: int = 6, negatives: int = 2) -> list[TrainExample]:
@@ -87,7 +88,10 @@ def test_training_changes_only_moe_layers(tiny_model, loss, batch_size, gradcach
     config = TrainConfig(loss=loss, batch_size=batch_size, grad_accum=1, learning_rate=1e-3, epochs=1, num_negatives=2,
                          gradcache_mini_batch=gradcache)
     result = train_model(tiny_model, examples(6), config, show_progress=False)
-    assert result.optimizer_steps == -(-6 // batch_size)
+    # every row once; rows whose positive is another row's negative never share a batch, so at batch 3 the
+    # six rows of examples() (row i's first negative is row i+1's positive) need 3 batches, not 2
+    assert result.rows_per_epoch == [6]
+    assert result.optimizer_steps == result.steps_per_epoch == result.batches_per_epoch[0] >= -(-6 // batch_size)
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.loss_history)
     changed = {n for n, p in tiny_model.named_parameters() if n in before and not torch.equal(p, before[n])}
     assert changed, "nothing trained"
@@ -142,6 +146,26 @@ def test_bad_training_options(tiny_model):
         train_model(tiny_model, examples(2), TrainConfig(num_negatives=5), show_progress=False)
 
 
+def test_a_model_already_moe_is_reused_as_stated_or_refused(tiny_model, capsys):
+    upcycle(tiny_model, where="intermediate", num_experts=3, experts_per_token=2)
+    for asked in ({"num_experts": 2}, {"experts_per_token": 1, "num_experts": 3}, {"moe": "output", "num_experts": 3,
+                                                                                  "experts_per_token": 2}):
+        with pytest.raises(ClpftError, match="already MoE .--moe intermediate --num-experts 3 --experts-per-token 2."):
+            train_model(tiny_model, examples(2), TrainConfig(num_negatives=2, **asked), show_progress=False)
+    for asked in ({"num_experts": 3, "experts_per_token": 2}, {"moe": "none"}):
+        train_model(tiny_model, examples(2), TrainConfig(num_negatives=2, max_steps=1, **asked), show_progress=False)
+        assert "the model is already MoE (--moe intermediate --num-experts 3 --experts-per-token 2): its experts and " \
+               "routers are trained as they are" in capsys.readouterr().out
+    assert all(m.num_experts == 3 for m in hf_model_of(tiny_model).modules() if isinstance(m, MoELinear))
+
+
+def test_option_ranges_are_checked_when_the_config_is_built():
+    for bad in ({"penalty_weight": 1.5}, {"temperature": 0}, {"batch_size": 0}, {"warmup_ratio": 1.0},
+                {"num_experts": 1, "experts_per_token": 2}, {"epochs": float("nan")}, {"max_steps": 0}):
+        with pytest.raises(ClpftError):
+            TrainConfig(**bad)
+
+
 def test_gradient_checkpointing_gives_the_same_update_and_bf16_runs(tiny_model_dir):
     import clpft
 
@@ -194,3 +218,36 @@ def test_tuning_benchmark_scores_runs_on_a_validation_split(tiny_model_dir, tiny
     stamp = (out / "tuning.json").stat().st_mtime_ns
     assert subprocess.run(command, capture_output=True, timeout=600).returncode == 0
     assert (out / "tuning.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "cranfield").exists(), reason="shared datasets not present")
+def test_held_out_queries_never_reach_a_training_row(tiny_model):
+    """Cranfield's training split, mined with its own qrels (random negatives, so no model is needed: which
+    negatives are drawn does not matter, only that their own queries come from the same qrels)."""
+    from clpft.data import load_dataset
+    from clpft.mining import mine_negatives
+    from clpft.training import split_validation
+
+    examples, _ = mine_negatives(None, load_dataset(SHARED_DATA / "cranfield", "train"), num_negatives=4,
+                                 strategy="random", seed=0)
+    train, held_out = split_validation(examples, 0.2, seed=42)
+    held_texts, held_ids = {e.query for e in held_out}, {e.query_id for e in held_out}
+    leaked_before = sum(1 for e in examples if e.query not in held_texts
+                        for own in e.neg_q for q in own if q in held_texts)
+    assert leaked_before > 20  # the leak this guards against is there in the mined file
+    assert len(train) + len(held_out) == len(examples) and held_out
+    for row in train:
+        assert row.query not in held_texts and row.query_id not in held_ids
+        assert not {q for own in row.neg_q for q in own} & held_texts
+        assert [source == "none" for source in row.neg_q_source] == [not own for own in row.neg_q]
+    # the other queries stay: only held-out ones are taken out
+    kept = sum(len(own) for row in train for own in row.neg_q)
+    assert kept == sum(len(own) for e in examples if e.query not in held_texts for own in e.neg_q) - leaked_before
+
+    subset = examples[:40]
+    result = train_model(tiny_model, subset, TrainConfig(num_negatives=4, val_fraction=0.2, max_steps=1),
+                         show_progress=False)
+    _, held_small = split_validation(subset, 0.2, 42)
+    texts = {e.query for e in held_small}
+    expected = sum(1 for e in subset if e.query not in texts for own in e.neg_q for q in own if q in texts)
+    assert result.val_own_queries_removed == expected

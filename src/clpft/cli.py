@@ -19,14 +19,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from clpft.errors import ClpftError, redact_secrets
+from clpft.options import check_ranges
 
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+class _Parser(argparse.ArgumentParser):
+    """argparse with clpft's one-line errors (argparse itself prints the usage block first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"clpft: error: {self.prog}: {message}\n")
 
 
 def _add_model(parser: argparse.ArgumentParser, required: bool = False) -> None:
@@ -42,11 +43,11 @@ def _add_model(parser: argparse.ArgumentParser, required: bool = False) -> None:
 
 def _add_common(parser: argparse.ArgumentParser, defaults) -> None:
     group = parser.add_argument_group("lengths and encoding")
-    group.add_argument("--query-max-tokens", type=_positive_int, default=defaults.query_max_tokens,
+    group.add_argument("--query-max-tokens", type=int, default=defaults.query_max_tokens,
                        help="query length limit in tokens (capped by the model's max_seq_length)")
-    group.add_argument("--passage-max-tokens", type=_positive_int, default=defaults.passage_max_tokens,
+    group.add_argument("--passage-max-tokens", type=int, default=defaults.passage_max_tokens,
                        help="passage length limit in tokens (capped by the model's max_seq_length)")
-    group.add_argument("--encode-batch-size", type=_positive_int, default=64, help="batch size when encoding")
+    group.add_argument("--encode-batch-size", type=int, default=64, help="batch size when encoding")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (sampling, shuffling, init)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings and results only")
@@ -56,14 +57,14 @@ def _add_mining(parser: argparse.ArgumentParser, defaults) -> None:
     group = parser.add_argument_group("mining (data selection)")
     group.add_argument("--strategy", choices=("ance", "random"), default="ance",
                        help="ance: top-ranked unlabelled documents by the base model; random: uniform (baseline)")
-    group.add_argument("--num-negatives", type=_positive_int, default=defaults.num_negatives,
+    group.add_argument("--num-negatives", type=int, default=defaults.num_negatives,
                        help="negatives per query")
     group.add_argument("--rank-from", type=int, default=0, help="first rank (0-based) a negative may come from")
-    group.add_argument("--rank-to", type=_positive_int, default=50, help="ranks searched for negatives: rank-from..rank-to-1")
+    group.add_argument("--rank-to", type=int, default=50, help="ranks searched for negatives: rank-from..rank-to-1")
     group.add_argument("--max-score-ratio", type=float, default=None,
                        help="false-negative control: drop candidates scoring above R x the query's best positive "
                             "(off by default, as in the paper)")
-    group.add_argument("--max-train-queries", type=_positive_int, default=None,
+    group.add_argument("--max-train-queries", type=int, default=None,
                        help="use a seeded sample of this many training queries (quick runs)")
 
 
@@ -74,7 +75,7 @@ def _add_generation(parser: argparse.ArgumentParser, for_synth: bool = False) ->
         group.add_argument("--neg-queries", default="qrels",
                            help="where negatives' queries come from, tried in order: qrels,llm|doc2query|extractive "
                                 "or none (qrels: the training split only)")
-        group.add_argument("--queries-per-negative", type=_positive_int, default=1,
+        group.add_argument("--queries-per-negative", type=int, default=1,
                            help="later backends are tried for negatives with fewer queries than this")
         group.add_argument("--neg-queries-cache", default=None,
                            help="SQLite cache of generated queries (default: beside the output)")
@@ -82,7 +83,7 @@ def _add_generation(parser: argparse.ArgumentParser, for_synth: bool = False) ->
                        "(key from CLPFT_API_KEY or OPENAI_API_KEY)")
     group.add_argument("--llm-model", default=None, help="model name sent to the endpoint")
     group.add_argument("--llm-prompt", default=None, help="prompt template file with {document} and {n} (default: built in)")
-    group.add_argument("--llm-concurrency", type=_positive_int, default=4, help="requests in flight at once")
+    group.add_argument("--llm-concurrency", type=int, default=4, help="requests in flight at once")
     group.add_argument("--llm-timeout", type=float, default=60.0, help="seconds per request")
     group.add_argument("--max-llm-calls", type=int, default=None, help="hard cap on HTTP calls, retries included")
     group.add_argument("--doc2query-model", default=None, help="local seq2seq (T5 doc2query) model folder")
@@ -149,8 +150,8 @@ def _add_training(parser: argparse.ArgumentParser, defaults) -> None:
     group.add_argument("--temperature", type=float, default=None, help="tau of InfoNCE and CLP, by what --train-only trains " + _preset_default("temperature"))
     group.add_argument("--moe", choices=("none", "intermediate", "output"), default=defaults.moe,
                        help="upcycle this FFN dense layer of every transformer layer into experts")
-    group.add_argument("--num-experts", type=_positive_int, default=defaults.num_experts, help="experts per MoE layer")
-    group.add_argument("--experts-per-token", type=_positive_int, default=defaults.experts_per_token,
+    group.add_argument("--num-experts", type=int, default=defaults.num_experts, help="experts per MoE layer")
+    group.add_argument("--experts-per-token", type=int, default=defaults.experts_per_token,
                        help="top-k routing: experts each token is sent to")
     group.add_argument("--train-only", choices=("all", "intermediate", "moe"), default=defaults.train_only,
                        help="parameters that train; the rest stay frozen")
@@ -158,14 +159,14 @@ def _add_training(parser: argparse.ArgumentParser, defaults) -> None:
     group.add_argument("--moe-lr", type=float, default=None,
                        help="with --train-only all and --moe: the MoE layers' own learning rate (default: --lr)")
     group.add_argument("--epochs", type=float, default=None, help="training epochs " + _preset_default("epochs"))
-    group.add_argument("--batch-size", type=_positive_int, default=None, help="queries per batch " + _preset_default("batch_size"))
-    group.add_argument("--grad-accum", type=_positive_int, default=None,
+    group.add_argument("--batch-size", type=int, default=None, help="queries per batch " + _preset_default("batch_size"))
+    group.add_argument("--grad-accum", type=int, default=None,
                        help="gradient accumulation steps " + _preset_default("grad_accum"))
     group.add_argument("--warmup-ratio", type=float, default=None,
                        help="share of steps with linear warm-up " + _preset_default("warmup_ratio"))
     group.add_argument("--max-steps", type=int, default=defaults.max_steps,
                        help="stop after this many optimizer steps (-1: run all epochs)")
-    group.add_argument("--max-queries-per-negative", type=_positive_int, default=defaults.max_queries_per_negative,
+    group.add_argument("--max-queries-per-negative", type=int, default=defaults.max_queries_per_negative,
                        help="own queries of one negative used by the penalty")
     group.add_argument("--gradcache-mini-batch", type=int, default=defaults.gradcache_mini_batch,
                        help="> 0: GradCache (CachedCLPLoss), embedding this many texts at a time: large batches in "
@@ -187,7 +188,7 @@ def _add_training(parser: argparse.ArgumentParser, defaults) -> None:
 
 
 def _train_config(args: argparse.Namespace):
-    from clpft.training import TrainConfig
+    from clpft.options import TrainConfig
 
     return TrainConfig(
         loss=args.loss,
@@ -222,11 +223,11 @@ def _train_config(args: argparse.Namespace):
 
 def build_parser() -> argparse.ArgumentParser:
     from clpft import __version__
-    from clpft.training import TrainConfig
+    from clpft.options import TrainConfig
 
     defaults = TrainConfig()
     formatter = _HelpFormatter
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="clpft",
         description="Fine-tune text-embedding models for retrieval with the Contrastive Learning Penalty "
         "(Yu 2024, arXiv:2412.17364): ANCE hard negatives, CLP loss, MoE upcycling.",
@@ -254,9 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val-corpus", default=None,
                        help="with --val-fraction: the held-out queries rank this whole corpus (corpus.jsonl or a BEIR "
                             "folder), as the test does, instead of the pool of their positives and mined negatives")
-    train.add_argument("--max-train-queries", type=_positive_int, default=None,
+    train.add_argument("--max-train-queries", type=int, default=None,
                        help="use a seeded sample of this many training queries (quick runs)")
-    train.add_argument("--num-negatives", type=_positive_int, default=defaults.num_negatives,
+    train.add_argument("--num-negatives", type=int, default=defaults.num_negatives,
                        help="negatives per query used in training")
     _add_training(train, defaults)
     _add_common(train, defaults)
@@ -271,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", help="qrels split to evaluate on")
     _add_model(evaluate)
     evaluate.add_argument("--out", default=None, help="metrics JSON file to write (mean and per-query values)")
-    evaluate.add_argument("--top-k", type=_positive_int, default=100, help="documents retrieved per query")
+    evaluate.add_argument("--top-k", type=int, default=100, help="documents retrieved per query")
     _add_common(evaluate, defaults)
 
     run = commands.add_parser("run", formatter_class=formatter, help="mine + train + evaluate before/after",
@@ -282,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(run)
     run.add_argument("--train-split", default="train", help="qrels split to mine and train on")
     run.add_argument("--eval-split", default="test", help="qrels split to evaluate on")
-    run.add_argument("--top-k", type=_positive_int, default=100, help="documents retrieved per query")
+    run.add_argument("--top-k", type=int, default=100, help="documents retrieved per query")
     _add_mining(run, defaults)
     _add_generation(run)
     _add_training(run, defaults)
@@ -295,8 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--data", required=True, help="folder with corpus.jsonl")
     synth.add_argument("--out", required=True, help="BEIR folder to write")
     synth.add_argument("--backends", default="extractive", help="generators tried in order: llm, doc2query, extractive")
-    synth.add_argument("--queries-per-doc", type=_positive_int, default=3, help="queries per document")
-    synth.add_argument("--max-docs", type=_positive_int, default=None, help="a seeded sample of documents")
+    synth.add_argument("--queries-per-doc", type=int, default=3, help="queries per document")
+    synth.add_argument("--max-docs", type=int, default=None, help="a seeded sample of documents")
     synth.add_argument("--cache", default=None, help="SQLite cache of generated queries (default: OUT.cache.sqlite)")
     _add_generation(synth, for_synth=True)
     synth.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
@@ -316,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablation.add_argument("--out", required=True, help="ablation folder (reused: finished rows are skipped)")
     _add_model(ablation)
     ablation.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows to run")
-    ablation.add_argument("--seeds", type=_positive_int, default=1, help="training seeds per row (mean ± std)")
+    ablation.add_argument("--seeds", type=int, default=1, help="training seeds per row (mean ± std)")
     ablation.add_argument("--seed", type=int, default=defaults.seed, help="first seed; seeds are seed, seed+1, ...")
     ablation.add_argument("--train-split", default="train", help="qrels split to mine and train on")
     ablation.add_argument("--eval-split", default="test", help="qrels split to evaluate on")
@@ -586,6 +587,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"clpft: error: {redact_secrets(str(error))}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
+    try:
+        check_ranges(vars(args))  # before any data or model is loaded
+    except ClpftError as error:
+        print(f"clpft: error: {error}", file=sys.stderr)
+        return 2
     _setup_logging(args.quiet)
     from clpft.runtime import tune_malloc
 

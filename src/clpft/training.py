@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import contextlib
+import dataclasses
 import hashlib
 import math
+import os
 import random
 import re
 import tempfile
@@ -22,12 +24,13 @@ from typing import Any
 import torch
 from sentence_transformers import SentenceTransformer
 
+from clpft.data.batching import NoFalseNegativesBatchSampler
 from clpft.data.trainset import TrainExample
 from clpft.errors import ClpftError
 from clpft.losses import CachedCLPLoss, CLPLoss, InfoNCELoss
 from clpft.modeling_clpft_moe import MoELinear, encoder_layers
 from clpft.moe import hf_model_of, moe_settings, upcycle
-from clpft.presets import DEFAULT_PRESET, preset_values
+from clpft.options import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -166,10 +169,26 @@ def _trainer_class():
             self.collator.epoch = int(state.epoch or 0)
 
     class Trainer(SentenceTransformerTrainer):
-        """sentence-transformers' trainer that stops at the first NaN/inf loss instead of training on."""
+        """sentence-transformers' trainer that stops at the first NaN/inf loss instead of training on,
+        counts the batches and rows it really trains on per epoch, and logs CLP's two terms apart."""
 
-        def training_step(self, *args, **kwargs):
-            loss = super().training_step(*args, **kwargs)
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.batches_by_epoch: dict[int, int] = {}
+            self.rows_by_epoch: dict[int, int] = {}
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            terms = getattr(self.loss, "last_terms", None)
+            if model.training and terms:
+                self.track_loss_components(terms)  # sentence-transformers logs them beside "loss"
+            return result
+
+        def training_step(self, model, inputs, *args, **kwargs):
+            epoch = self.data_collator.epoch
+            self.batches_by_epoch[epoch] = self.batches_by_epoch.get(epoch, 0) + 1
+            self.rows_by_epoch[epoch] = self.rows_by_epoch.get(epoch, 0) + len(inputs["query_input_ids"])
+            loss = super().training_step(model, inputs, *args, **kwargs)
             if not torch.isfinite(loss).all():
                 raise NonFiniteLoss(
                     f"the loss became {loss.item()} at step {self.state.global_step + 1}; stopped "
@@ -207,47 +226,6 @@ def set_trainable(model: SentenceTransformer, train_only: str) -> tuple[int, int
 
 
 @dataclass
-class TrainConfig:
-    """Training settings. Fields left at None come from ``preset`` (clpft.presets): ``"clpft"`` (tuned
-    defaults) or ``"paper"`` (Yu 2024); the learning rate also depends on ``train_only``."""
-
-    loss: str = "clp"
-    moe: str = "intermediate"
-    num_experts: int = 2
-    experts_per_token: int = 1
-    train_only: str = "moe"
-    preset: str = DEFAULT_PRESET
-    learning_rate: float | None = None
-    moe_learning_rate: float | None = None  # train_only "all" with MoE: the MoE layers' own learning rate
-    epochs: float | None = None
-    batch_size: int | None = None
-    grad_accum: int | None = None
-    num_negatives: int = 4
-    query_max_tokens: int = 128
-    passage_max_tokens: int = 512
-    penalty_weight: float | None = None
-    temperature: float | None = None
-    warmup_ratio: float | None = None
-    max_queries_per_negative: int = 8
-    seed: int = 42
-    max_steps: int = -1
-    logging_steps: int = 0  # 0: about 20 log lines per run
-    gradcache_mini_batch: int = 0  # > 0: CachedCLPLoss embedding this many texts at a time
-    save_steps: int = 0  # 0: no checkpoints
-    checkpoint_dir: str | None = None  # where checkpoints go (default: a temporary folder)
-    resume: bool = False  # continue from the last checkpoint in checkpoint_dir
-    val_fraction: float = 0.0  # > 0: hold out this share of the training queries as a validation split
-    eval_steps: int = 0  # with a validation split: evaluate every N optimizer steps (0: about 5 times a run)
-    precision: str = "fp32"  # "bf16" / "fp16": mixed-precision autocast (GPUs; bf16 also runs on CPUs)
-    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
-
-    def __post_init__(self) -> None:
-        for name, value in preset_values(self.preset, self.train_only).items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
-
-
-@dataclass
 class TrainResult:
     trainable_parameters: int
     total_parameters: int
@@ -259,13 +237,22 @@ class TrainResult:
     val_history: list[dict[str, float]] = field(default_factory=list)  # {"step", "ndcg@10", ...} per evaluation
     val_queries: int = 0
     world_size: int = 1  # processes that trained together (DDP under torchrun / accelerate launch)
+    steps_per_epoch: int = 0  # optimizer steps the trainer plans per epoch: ceil(batches per epoch / grad_accum)
+    batches_per_epoch: list[int] = field(default_factory=list)  # batches this process really trained on, by epoch
+    rows_per_epoch: list[int] = field(default_factory=list)  # training rows in them (a resumed run: since the resume)
+    val_own_queries_removed: int = 0  # held-out query texts taken out of training rows' negatives' own queries
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 def split_validation(examples: list[TrainExample], fraction: float, seed: int) -> tuple[list[TrainExample], list[TrainExample]]:
-    """A seeded share of the training *queries* held out for validation (all rows of a query go one way)."""
+    """A seeded share of the training *queries* held out for validation (all rows of a query go one way).
+
+    The held-out queries are also taken out of every training row's negatives' own queries: mined from
+    the training qrels, a held-out query is often a negative's own query, and training on it, beside the
+    document it is relevant to, would leak the validation split into training. The training rows are
+    copies; ``examples`` is not changed."""
     if not 0.0 <= fraction < 1.0:
         raise ClpftError(f"--val-fraction must be in [0, 1), got {fraction}")
     if fraction == 0.0:
@@ -275,8 +262,26 @@ def split_validation(examples: list[TrainExample], fraction: float, seed: int) -
     held = set(keys[: max(1, round(fraction * len(keys)))])
     if len(held) == len(keys):
         raise ClpftError(f"--val-fraction {fraction} leaves no training queries ({len(keys)} in all)")
-    train = [e for e in examples if (e.query_id or e.query) not in held]
-    return train, [e for e in examples if (e.query_id or e.query) in held]
+    held_out = [e for e in examples if (e.query_id or e.query) in held]
+    held_texts = {e.query for e in held_out}
+    train = [_without_own_queries(e, held_texts) for e in examples if (e.query_id or e.query) not in held]
+    return train, held_out
+
+
+def _without_own_queries(example: TrainExample, texts: set[str]) -> TrainExample:
+    """A copy of ``example`` whose negatives' own queries hold none of ``texts``; a negative left with
+    none becomes one without a known query (source "none")."""
+    if not any(q in texts for queries in example.neg_q for q in queries):
+        return example
+    own = [[q for q in queries if q not in texts] for queries in example.neg_q]
+    sources = example.neg_q_source
+    if sources is not None:
+        sources = [source if queries else "none" for source, queries in zip(sources, own)]
+    return dataclasses.replace(example, neg_q=own, neg_q_source=sources)
+
+
+def count_own_queries(examples: list[TrainExample]) -> int:
+    return sum(len(queries) for e in examples for queries in e.neg_q)
 
 
 def validation_evaluator(examples: list[TrainExample], model: SentenceTransformer, batch_size: int = 32,
@@ -347,13 +352,16 @@ def train_model(
         raise ClpftError(f"--precision must be fp32, bf16 or fp16, got {config.precision!r}")
     if config.precision == "fp16" and not torch.cuda.is_available():
         raise ClpftError("--precision fp16 needs a CUDA GPU (use bf16 on a CPU)")
-    if config.moe == "none" and config.train_only == "moe":
+    if config.moe == "none" and config.train_only == "moe" and not moe_settings(model):
         raise ClpftError("--train-only moe needs --moe intermediate or output (or use --train-only all/intermediate)")
     if config.moe_learning_rate is not None and (config.moe == "none" or config.train_only != "all"):
         raise ClpftError("--moe-lr is the MoE layers' learning rate when every weight trains: it needs --moe intermediate "
                          "or output and --train-only all (otherwise --lr is theirs)")
     set_seed(config.seed)
-    if config.moe != "none" and not moe_settings(model):
+    existing = moe_settings(model)
+    if existing:
+        print(reuse_moe_message(existing, config), flush=True)
+    elif config.moe != "none":
         try:
             upcycle(model, where=config.moe, num_experts=config.num_experts, experts_per_token=config.experts_per_token)
         except ValueError as error:
@@ -361,7 +369,12 @@ def train_model(
     trainable, total = set_trainable(model, config.train_only)
     print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.1f}%)", flush=True)
 
+    own_before = count_own_queries(examples)
     examples, val_examples = split_validation(examples, config.val_fraction, config.seed)
+    own_removed = own_before - count_own_queries(examples) - count_own_queries(val_examples)
+    if own_removed:
+        print(f"validation: {own_removed} held-out query texts removed from the training rows' negatives' own queries",
+              flush=True)
     evaluator = validation_evaluator(val_examples, model, corpus=val_corpus) if val_examples else None
     if val_examples:
         print(f"validation: {len(val_examples)} held-out training queries (--val-fraction {config.val_fraction})", flush=True)
@@ -375,7 +388,13 @@ def train_model(
         max_queries_per_negative=config.max_queries_per_negative,
         seed=config.seed,
     )
-    steps_per_epoch = math.ceil(len(dataset) / config.batch_size / config.grad_accum)
+    # The sampler decides the batches (with conflicts, more than len(dataset) / batch_size), the trainer
+    # takes ceil(batches / world) per process (accelerate's even sharding) and steps every grad_accum.
+    batches = len(NoFalseNegativesBatchSampler(dataset, config.batch_size, False, seed=config.seed)) \
+        if config.batch_size > 1 else len(dataset)
+    # torchrun sets WORLD_SIZE; the process group itself starts only with the training arguments below.
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    steps_per_epoch = math.ceil(math.ceil(batches / world) / config.grad_accum)
     total_steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
     if config.save_steps and not config.checkpoint_dir:
         raise ClpftError("checkpoints (--save-steps) need a checkpoint folder")
@@ -410,8 +429,8 @@ def train_model(
             dataloader_drop_last=False,
             dataloader_pin_memory=torch.cuda.is_available(),
             remove_unused_columns=False,
-            # Two rows of one query in a batch would make each other's positive a false negative.
-            batch_sampler=BatchSamplers.NO_DUPLICATES if config.batch_size > 1 else BatchSamplers.BATCH_SAMPLER,
+            # In-batch negatives: no row's positive may be another row's positive or negative (clpft.data.batching).
+            batch_sampler=NoFalseNegativesBatchSampler if config.batch_size > 1 else BatchSamplers.BATCH_SAMPLER,
             bf16=config.precision == "bf16",
             use_cpu=config.precision == "bf16" and not torch.cuda.is_available(),  # the trainer's way to allow CPU bf16
             fp16=config.precision == "fp16",
@@ -437,7 +456,7 @@ def train_model(
         trainer.train(resume_from_checkpoint=resume_from)
         seconds = time.perf_counter() - started
         history = [
-            {k: v for k, v in entry.items() if k in ("step", "epoch", "loss", "learning_rate", "grad_norm")}
+            {k: v for k, v in entry.items() if k in ("step", "epoch", "loss", "infonce", "penalty", "learning_rate", "grad_norm")}
             for entry in trainer.state.log_history
             if "loss" in entry
         ]
@@ -455,9 +474,27 @@ def train_model(
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
-    world = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
-    return TrainResult(trainable, total, len(dataset), skipped, steps, round(seconds, 2), history, val_history,
-                       len(val_examples), world)
+    epochs_run = sorted(trainer.batches_by_epoch)
+    return TrainResult(
+        trainable, total, len(dataset), skipped, steps, round(seconds, 2), history, val_history, len(val_examples), world,
+        steps_per_epoch=steps_per_epoch, batches_per_epoch=[trainer.batches_by_epoch[e] for e in epochs_run],
+        rows_per_epoch=[trainer.rows_by_epoch[e] for e in epochs_run], val_own_queries_removed=own_removed,
+    )
+
+
+def reuse_moe_message(existing: dict[str, Any], config: TrainConfig) -> str:
+    """The line that says a model already MoE is trained with its own experts; a ClpftError when the
+    options ask for other MoE settings (upcycling twice is not possible, and silently ignoring the
+    options would train another model than the one asked for)."""
+    own = (existing["where"], existing["num_experts"], existing["experts_per_token"])
+    described = f"--moe {own[0]} --num-experts {own[1]} --experts-per-token {own[2]}"
+    asked = (config.moe, config.num_experts, config.experts_per_token)
+    if config.moe != "none" and asked != own:
+        raise ClpftError(
+            f"the model is already MoE ({described}) but the options ask for --moe {asked[0]} --num-experts "
+            f"{asked[1]} --experts-per-token {asked[2]}: pass the model's own settings, --moe none to train it as it "
+            "is, or start from a dense model")
+    return f"the model is already MoE ({described}): its experts and routers are trained as they are"
 
 
 def _moe_learning_rates(model: SentenceTransformer, learning_rate: float | None) -> dict[str, float]:

@@ -1,6 +1,15 @@
 """Dense-retrieval evaluation: retrieve with a model, score with pytrec_eval."""
 
 from clpft.evaluation.metrics import LABELS, METRICS, compute_metrics
-from clpft.evaluation.retrieval import encode_corpus, evaluate_model, retrieve
 
 __all__ = ["LABELS", "METRICS", "compute_metrics", "encode_corpus", "evaluate_model", "retrieve"]
+
+
+def __getattr__(name: str):
+    # Retrieval needs torch and sentence-transformers (seconds to import); the command line's option
+    # checks and help only need the metric names, so retrieval is imported when first used.
+    if name in ("encode_corpus", "evaluate_model", "retrieve"):
+        from clpft.evaluation import retrieval
+
+        return getattr(retrieval, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -74,10 +74,14 @@ class CLPLoss(nn.Module):
             penalty_weight: λ, the weight of the penalty (the paper: 0.1). 0 gives plain InfoNCE.
             temperature: τ, dividing cosine similarities (the paper: 0.02; scale = 1/τ = 50).
             gather_across_devices: under DDP (torchrun / accelerate launch), every process's queries are
-                scored against the positives and negatives of *all* processes (the global batch), with
-                gradients kept for the local part, and the penalty is averaged over the global batch's
-                negatives. The mean of the processes' losses then equals the single-process loss on the
-                global batch. No effect in a single process.
+                scored against the positives and negatives of *all* processes (the global batch), gathered
+                *with* gradients (as sentence-transformers' MultipleNegativesRankingLoss does), and the
+                penalty is averaged over the global batch's known negatives. Then the mean of the
+                processes' losses is the single-process loss on the global batch, and every input's
+                gradient (queries, positives, negatives, own queries), divided by the number of processes
+                as DDP's averaging does, is its single-process gradient on the global batch. Each
+                process's penalty value (``last_terms["penalty"]``) is the global batch's penalty. No
+                effect in a single process.
         """
         super().__init__()
         if not 0.0 <= penalty_weight <= 1.0:
@@ -88,6 +92,7 @@ class CLPLoss(nn.Module):
         self.penalty_weight = penalty_weight
         self.temperature = temperature
         self.gather_across_devices = gather_across_devices
+        self.last_terms: dict[str, Tensor] = {}  # the last batch's InfoNCE and penalty, detached, for logging
 
     @property
     def uses_negative_queries(self) -> bool:
@@ -111,6 +116,7 @@ class CLPLoss(nn.Module):
         if not self.uses_negative_queries:
             return contrastive
         penalty = self.penalty(embeddings[2:], neg_query_embeddings, labels)
+        self.last_terms = {"infonce": contrastive.detach(), "penalty": penalty.detach()}
         return (1.0 - self.penalty_weight) * contrastive + self.penalty_weight * penalty
 
     def _world(self) -> tuple[int, int]:
@@ -125,12 +131,13 @@ class CLPLoss(nn.Module):
         target = torch.arange(len(queries), device=queries.device)
         rank, world = self._world()
         if world > 1:
-            from sentence_transformers.util.distributed import all_gather
+            from sentence_transformers.util.distributed import all_gather_with_grad
 
             # Every process holds the same number of rows (the DDP sampler pads), so process r's block
-            # starts at r * len(candidates); the local block keeps its gradient.
+            # starts at r * len(candidates). Gathered with gradients: a candidate is scored by every
+            # process's queries, and its gradient sums all those terms (the backward all-reduces them).
             target = target + rank * len(candidates)
-            candidates = all_gather(candidates)
+            candidates = all_gather_with_grad(candidates)
         scores = queries @ candidates.T / self.temperature
         return F.cross_entropy(scores, target)
 
@@ -152,15 +159,18 @@ class CLPLoss(nn.Module):
         _, world = self._world()
         if world == 1:
             return zero if count == 0 else 1.0 - total_cos / count
-        # Under DDP: the mean over the global batch's known negatives. Process r returns
-        # 1 - world * S_r / N (S_r its sum, N the global count), so the processes' mean loss, which DDP's
-        # gradient averaging optimises, is exactly 1 - S / N. Every process joins the all_reduce, even one
-        # without a known negative, or the others would wait for it forever.
-        global_count = count.detach().clone()
-        torch.distributed.all_reduce(global_count)
+        # Under DDP: the mean over the global batch's known negatives, 1 - S / N (S the global sum of
+        # cosines, N the global count). Its value is all-reduced, so every process returns the penalty
+        # itself; its gradient is process r's share, -world * dS_r / N, which DDP's averaging over the
+        # processes turns into -dS / N, the single-process gradient. Every process joins the all_reduce,
+        # even one without a known negative, or the others would wait for it forever.
+        global_sum_count = torch.stack([total_cos.detach(), count.detach()])
+        torch.distributed.all_reduce(global_sum_count)
+        global_sum, global_count = global_sum_count[0], global_sum_count[1]
         if global_count == 0:
             return zero
-        return 1.0 - world * total_cos / global_count
+        local_share = world * (total_cos - total_cos.detach()) / global_count  # value 0, gradient world * dS_r / N
+        return (1.0 - global_sum / global_count) - local_share
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"penalty_weight": self.penalty_weight, "temperature": self.temperature}
