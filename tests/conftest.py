@@ -83,6 +83,11 @@ def write_beir(folder: Path, corpus: list[dict], queries: list[dict], qrels: dic
 @pytest.fixture
 def tiny_beir(tmp_path) -> Path:
     """12 documents, 8 queries; train queries q1-q6, test queries q7-q8. d1 answers q1 and q2."""
+    return make_tiny_beir(tmp_path / "tiny")
+
+
+def make_tiny_beir(folder: Path) -> Path:
+    """The ``tiny_beir`` dataset, written to ``folder``."""
     topics = ["protein cell", "cancer risk", "vitamin heart", "blood brain", "wing flow", "air pressure",
               "shock boundary layer", "heat speed", "water light", "sun moon", "gene mice", "drug treatment"]
     corpus = [{"_id": f"d{i + 1}", "title": t, "text": f"the study of {t} in patients"} for i, t in enumerate(topics)]
@@ -90,4 +95,4 @@ def tiny_beir(tmp_path) -> Path:
     train = [("q1", "d1", 1), ("q2", "d1", 1), ("q2", "d2", 1), ("q3", "d3", 1), ("q4", "d4", 2),
              ("q5", "d5", 1), ("q6", "d6", 1), ("q6", "d3", 1)]
     test = [("q7", "d7", 1), ("q8", "d8", 1), ("q8", "d9", 0)]
-    return write_beir(tmp_path / "tiny", corpus, queries, {"train": train, "test": test})
+    return write_beir(folder, corpus, queries, {"train": train, "test": test})

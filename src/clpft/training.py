@@ -24,9 +24,11 @@ from typing import Any
 import torch
 from sentence_transformers import SentenceTransformer
 
+from clpft.checkpoints import last_complete_checkpoint, mark_complete, remove_checkpoint, rotate
 from clpft.data.batching import NoFalseNegativesBatchSampler
 from clpft.data.trainset import TrainExample
 from clpft.errors import ClpftError
+from clpft.faults import kill_point
 from clpft.losses import CachedCLPLoss, CLPLoss, InfoNCELoss
 from clpft.modeling_clpft_moe import MoELinear, encoder_layers
 from clpft.moe import hf_model_of, moe_settings, upcycle
@@ -35,6 +37,7 @@ from clpft.options import TrainConfig
 logger = logging.getLogger(__name__)
 
 NEG_QUERIES = "neg_queries"
+KEEP_CHECKPOINTS = 2  # complete checkpoints kept while training (older ones are removed)
 
 
 def build_dataset(examples: list[TrainExample], num_negatives: int = 4):
@@ -183,6 +186,18 @@ def _trainer_class():
             if model.training and terms:
                 self.track_loss_components(terms)  # sentence-transformers logs them beside "loss"
             return result
+
+        def _save_checkpoint(self, model, trial):
+            super()._save_checkpoint(model, trial)
+            if self.args.should_save:
+                folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+                kill_point("checkpoint.unmarked")
+                mark_complete(folder)
+                rotate(folder.parent, keep=KEEP_CHECKPOINTS)
+
+        def _save_optimizer_and_scheduler(self, output_dir):
+            kill_point("checkpoint.model_written")  # mid-checkpoint: weights on disk, optimizer not yet
+            super()._save_optimizer_and_scheduler(output_dir)
 
         def training_step(self, model, inputs, *args, **kwargs):
             epoch = self.data_collator.epoch
@@ -344,7 +359,6 @@ def train_model(
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     if config.moe not in ("none", "intermediate", "output"):
         raise ClpftError(f"--moe must be none, intermediate or output, got {config.moe!r}")
@@ -402,10 +416,11 @@ def train_model(
     if config.resume:
         if not config.checkpoint_dir or not Path(config.checkpoint_dir).is_dir():
             raise ClpftError(f"nothing to resume: no checkpoint folder {config.checkpoint_dir}")
-        resume_from = get_last_checkpoint(config.checkpoint_dir)
-        if resume_from is None:
-            raise ClpftError(f"nothing to resume: {config.checkpoint_dir} holds no checkpoint")
-        print(f"resuming from {resume_from}", flush=True)
+        resume_from = resume_checkpoint(config.checkpoint_dir)
+        if resume_from is None:  # killed while writing the first checkpoint: nothing was lost but its steps
+            print(f"no complete checkpoint in {config.checkpoint_dir}: training from the start", flush=True)
+        else:
+            print(f"resuming from {resume_from}", flush=True)
     with contextlib.ExitStack() as stack:
         scratch = config.checkpoint_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="clpft-trainer-"))
         args = SentenceTransformerTrainingArguments(
@@ -422,7 +437,7 @@ def train_model(
             data_seed=config.seed,
             save_strategy="steps" if config.save_steps else "no",
             save_steps=config.save_steps or 500,
-            save_total_limit=2,
+            save_total_limit=None,  # clpft rotates, counting complete checkpoints only (clpft.checkpoints)
             report_to="none",
             logging_steps=config.logging_steps or max(1, total_steps // 20),
             disable_tqdm=not show_progress,
@@ -453,7 +468,7 @@ def train_model(
         # Step 0: the untouched model on the held-out queries, the line the run has to beat.
         start = [(0, evaluate())] if evaluator is not None and not resume_from else []
         started = time.perf_counter()
-        trainer.train(resume_from_checkpoint=resume_from)
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         seconds = time.perf_counter() - started
         history = [
             {k: v for k, v in entry.items() if k in ("step", "epoch", "loss", "infonce", "penalty", "learning_rate", "grad_norm")}
@@ -495,6 +510,16 @@ def reuse_moe_message(existing: dict[str, Any], config: TrainConfig) -> str:
             f"{asked[1]} --experts-per-token {asked[2]}: pass the model's own settings, --moe none to train it as it "
             "is, or start from a dense model")
     return f"the model is already MoE ({described}): its experts and routers are trained as they are"
+
+
+def resume_checkpoint(folder: str | Path) -> Path | None:
+    """The newest complete checkpoint in ``folder``; newer incomplete ones (a crash while writing one) are
+    named in one line each, with the reason, and removed so that they never count as checkpoints."""
+    checkpoint, skipped = last_complete_checkpoint(folder)
+    for path, reason in skipped:
+        print(f"skipping {path}: {reason}; removed", flush=True)
+        remove_checkpoint(path)
+    return checkpoint
 
 
 def _moe_learning_rates(model: SentenceTransformer, learning_rate: float | None) -> dict[str, float]:

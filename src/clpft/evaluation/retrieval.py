@@ -10,6 +10,7 @@ from sentence_transformers import SentenceTransformer
 
 from clpft.data.beir import Dataset
 from clpft.evaluation.metrics import compute_metrics
+from clpft.faults import kill_point
 from clpft.mining.encode import encode_texts
 from clpft.mining.search import exact_search
 
@@ -58,6 +59,7 @@ def evaluate_model(
     """{"split", "num_queries", "metrics": {...}, "per_query": {qid: {...}}, "seconds"}."""
     started = time.perf_counter()
     run = retrieve(model, dataset, top_k, query_max_tokens, passage_max_tokens, batch_size, corpus_embeddings, show_progress)
+    kill_point("evaluate.encoded")
     mean, per_query = compute_metrics(dataset.qrels, run)
     return {
         "split": dataset.split,

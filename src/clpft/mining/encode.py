@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
+from clpft.faults import kill_point
 
 
 @contextlib.contextmanager
@@ -87,5 +88,6 @@ def encode_texts(
                 normalize_embeddings=True,
             )
             progress.update(len(batch))
+            kill_point("encode.batch")
         progress.close()
     return out

@@ -20,6 +20,7 @@ from sentence_transformers import SentenceTransformer
 from clpft.data.beir import Dataset
 from clpft.data.trainset import TrainExample
 from clpft.errors import ClpftError
+from clpft.faults import kill_point
 from clpft.mining.encode import encode_texts
 from clpft.mining.search import exact_search
 from clpft.negqueries.chain import GeneratorSettings, fill_negative_queries
@@ -127,6 +128,7 @@ def mine_negatives(
             model, [dataset.queries[q] for q in query_ids], "query", query_max_tokens, batch_size, show_progress
         )
         scores, ranked = exact_search(query_emb, corpus_emb, rank_to)
+        kill_point("mine.searched")
 
     examples = []
     for row, query_id in enumerate(query_ids):

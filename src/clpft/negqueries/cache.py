@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 
 from clpft.errors import ClpftError
+from clpft.faults import kill_point
 
 
 def text_hash(text: str) -> str:
@@ -45,6 +46,7 @@ class QueryCache:
             (generator, text_hash(document), n, json.dumps(queries, ensure_ascii=False)),
         )
         self._db.commit()
+        kill_point("neg_queries.cached")
 
     def close(self) -> None:
         self._db.close()
