@@ -94,22 +94,10 @@ def test_router_and_experts_get_gradients_with_top1():
     assert moe.weight.grad.abs().sum() > 0
 
 
-def test_moe_model_loads_three_ways(tmp_path):
-    model = make_tiny_model(tmp_path / "base")
-    upcycle(model)
-    with torch.no_grad():  # a "trained" model: experts differ from each other
-        for m in hf_model_of(model).modules():
-            if isinstance(m, MoELinear):
-                m.weight.add_(0.05 * torch.randn_like(m.weight))
-    want = model.encode(TEXTS, convert_to_tensor=True)
-    folder = save_model(model, tmp_path / "moe-model")
-
+def assert_loads_three_ways(folder, want, tmp_path):
+    """clpft's loader, sentence-transformers and transformers (the last two on a machine without clpft) all
+    give the embeddings ``want``."""
     config = json.loads((folder / "config.json").read_text())
-    assert config["clpft_moe"] == {"where": "intermediate", "num_experts": 2, "experts_per_token": 1, "layers": [0, 1]}
-    assert config["auto_map"]["AutoModel"] == "modeling_clpft_moe.BertMoEModel"
-    assert (folder / "modeling_clpft_moe.py").exists()
-    assert (folder / "model.safetensors").exists() and not list(folder.glob("*.bin"))
-
     # 1. clpft's own loader, no flag
     loaded = clpft.load_model(folder)
     got = loaded.encode(TEXTS, convert_to_tensor=True)
@@ -142,6 +130,25 @@ print(json.dumps({{"st": emb.tolist(), "hf": mean.tolist(), "cls": type(hf).__na
     assert out["cls"] == "BertMoEModel"
     assert (torch.tensor(out["st"]) - want).abs().max().item() < 1e-6
     assert (torch.tensor(out["hf"]) - want).abs().max().item() < 1e-5
+
+
+def test_moe_model_loads_three_ways(tmp_path):
+    model = make_tiny_model(tmp_path / "base")
+    upcycle(model)
+    with torch.no_grad():  # a "trained" model: experts differ from each other
+        for m in hf_model_of(model).modules():
+            if isinstance(m, MoELinear):
+                m.weight.add_(0.05 * torch.randn_like(m.weight))
+    want = model.encode(TEXTS, convert_to_tensor=True)
+    folder = save_model(model, tmp_path / "moe-model")
+
+    config = json.loads((folder / "config.json").read_text())
+    assert config["clpft_moe"] == {"where": "intermediate", "num_experts": 2, "experts_per_token": 1, "layers": [0, 1]}
+    assert config["auto_map"]["AutoModel"] == "modeling_clpft_moe.BertMoEModel"
+    assert (folder / "modeling_clpft_moe.py").exists()
+    assert (folder / "model.safetensors").exists() and not list(folder.glob("*.bin"))
+
+    assert_loads_three_ways(folder, want, tmp_path)
 
     # Without trust_remote_code and without clpft the folder refuses to load (no silent dense model).
     refuse = subprocess.run(

@@ -24,7 +24,7 @@ import clpft.training as training
 step = int(os.environ["KILL_AT"])
 original = training._trainer_class
 def patched():
-    trainer, callback = original()
+    trainer, callback, guard = original()
     class Killer(trainer):
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
@@ -34,7 +34,7 @@ def patched():
                     if state.global_step >= step:
                         os.kill(os.getpid(), signal.SIGKILL)  # like kill -9, right after a checkpoint
             self.add_callback(Kill())
-    return Killer, callback
+    return Killer, callback, guard
 training._trainer_class = patched
 from clpft.cli import main
 sys.exit(main(sys.argv[1:]))

@@ -183,7 +183,17 @@ def _add_training(parser: argparse.ArgumentParser, defaults) -> None:
                             "mined negatives) is tracked from step 0 (the untouched model) on and drawn in training_loss.png, "
                             "with a warning if the run ends below step 0: tune on this, never on the test split")
     group.add_argument("--eval-steps", type=int, default=defaults.eval_steps,
-                       help="with --val-fraction: evaluate every N optimizer steps (0: about 5 times per run)")
+                       help="with --val-fraction: evaluate every N optimizer steps (0: as often as --eval-budget allows)")
+    group.add_argument("--eval-budget", type=float, default=defaults.eval_budget,
+                       help="with --val-fraction and --eval-steps 0: keep validation under this share of the training time")
+    group.add_argument("--no-guard", dest="guard", action="store_false",
+                       help="with --val-fraction: save the last state, not the best one seen (by default the best, and "
+                            "the untouched model when nothing beats it)")
+    group.add_argument("--merge", default=defaults.merge,
+                       help="weight-space merge of the start and the tuned model, (1 - a) * start + a * tuned: auto (a "
+                            "chosen on the validation split among 0.25, 0.5, 0.75, the tuned and the start), none, or a")
+    group.add_argument("--patience", type=int, default=defaults.patience,
+                       help="with --val-fraction: stop after this many evaluations without a new best (0: never)")
 
 
 def _train_config(args: argparse.Namespace):
@@ -217,6 +227,10 @@ def _train_config(args: argparse.Namespace):
         gradient_checkpointing=args.gradient_checkpointing,
         val_fraction=args.val_fraction,
         eval_steps=args.eval_steps,
+        eval_budget=args.eval_budget,
+        guard=args.guard,
+        merge=args.merge,
+        patience=args.patience,
     )
 
 

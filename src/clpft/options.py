@@ -96,6 +96,8 @@ RANGES: dict[str, Range] = {
     "logging_steps": NON_NEGATIVE_COUNT,
     "val_fraction": SHARE,
     "eval_steps": NON_NEGATIVE_COUNT,
+    "eval_budget": Range(0, 1, low_open=True),
+    "patience": NON_NEGATIVE_COUNT,
 }
 
 # Flags whose Python field has another name.
@@ -122,6 +124,21 @@ def check_ranges(values: Mapping[str, Any]) -> None:
     experts, per_token = values.get("num_experts"), values.get("experts_per_token")
     if experts is not None and per_token is not None and per_token > experts:
         raise ClpftError(f"--experts-per-token must be at most --num-experts, got {per_token} of {experts}")
+
+
+def parse_merge(value: str | float | None) -> str | float:
+    """"none", "auto" or a number in [0, 1]; anything else raises ValueError with the message to show."""
+    if value is None or value == "none":
+        return "none"
+    if value == "auto":
+        return "auto"
+    try:
+        alpha = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--merge must be auto, none or a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"--merge must be auto, none or a number in [0, 1], got {value!r}")
+    return alpha
 
 
 @dataclass
@@ -158,9 +175,19 @@ class TrainConfig:
     eval_steps: int = 0  # with a validation split: evaluate every N optimizer steps (0: about 5 times a run)
     precision: str = "fp32"  # "bf16" / "fp16": mixed-precision autocast (GPUs; bf16 also runs on CPUs)
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
+    guard: bool = True  # with a validation split: save the best state seen, never one worse than the start
+    merge: str | float = "none"  # "auto" (α chosen on validation), "none", or α: (1 - α)·start + α·tuned
+    eval_budget: float = 0.15  # validation time kept under this share of the training time (eval_steps 0)
+    patience: int = 0  # stop after this many evaluations without a new best (0: never)
 
     def __post_init__(self) -> None:
         for name, value in preset_values(self.preset, self.train_only).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         check_ranges(self.__dict__)
+        try:
+            self.merge = parse_merge(self.merge)
+        except ValueError as error:
+            raise ClpftError(str(error)) from None
+        if self.merge == "auto" and not (self.guard and self.val_fraction > 0):
+            raise ClpftError("--merge auto chooses α on the validation split: it needs --val-fraction above 0 (and the guard)")

@@ -29,6 +29,7 @@ from clpft.data.batching import NoFalseNegativesBatchSampler
 from clpft.data.trainset import TrainExample
 from clpft.errors import ClpftError
 from clpft.faults import kill_point
+from clpft.guard import Guard
 from clpft.losses import CachedCLPLoss, CLPLoss, InfoNCELoss
 from clpft.modeling_clpft_moe import MoELinear, encoder_layers
 from clpft.moe import hf_model_of, moe_settings, upcycle
@@ -211,7 +212,18 @@ def _trainer_class():
                 )
             return loss
 
-    return Trainer, EpochCallback
+    class GuardCallback(TrainerCallback):
+        def __init__(self, guard) -> None:
+            self.guard = guard
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.guard.begin()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.guard.after_step(state.global_step):
+                control.should_training_stop = True
+
+    return Trainer, EpochCallback, GuardCallback
 
 
 def set_trainable(model: SentenceTransformer, train_only: str) -> tuple[int, int]:
@@ -256,6 +268,7 @@ class TrainResult:
     batches_per_epoch: list[int] = field(default_factory=list)  # batches this process really trained on, by epoch
     rows_per_epoch: list[int] = field(default_factory=list)  # training rows in them (a resumed run: since the resume)
     val_own_queries_removed: int = 0  # held-out query texts taken out of training rows' negatives' own queries
+    guard: dict[str, Any] = field(default_factory=dict)  # what was saved and why (clpft.guard.GuardResult)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -451,22 +464,19 @@ def train_model(
             fp16=config.precision == "fp16",
             # non-reentrant checkpointing: gradients still reach the trained layers when the embeddings are frozen
             **_checkpointing_args(config.gradient_checkpointing),
-            eval_strategy="steps" if evaluator else "no",
-            eval_steps=(config.eval_steps or max(1, total_steps // 5)) if evaluator else None,
         )
-        trainer_class, epoch_callback = _trainer_class()
-        trainer = trainer_class(model=model, args=args, train_dataset=dataset, loss=loss, data_collator=collator,
-                                evaluator=evaluator)
+        trainer_class, epoch_callback, guard_callback = _trainer_class()
+        trainer = trainer_class(model=model, args=args, train_dataset=dataset, loss=loss, data_collator=collator)
         trainer.add_callback(epoch_callback(collator))
+        # The guard (clpft.guard) scores the held-out queries at step 0 and on its time budget, and keeps the best state.
+        guard = Guard(model, (lambda: _val_metrics(evaluator(model))) if evaluator is not None else None,
+                      budget_share=config.eval_budget, eval_steps=config.eval_steps, patience=config.patience)
+        trainer.add_callback(guard_callback(guard))
         if not show_progress:
             from transformers.trainer_callback import PrinterCallback
 
             trainer.remove_callback(PrinterCallback)
-        def evaluate() -> dict[str, float]:  # keyed as the trainer logs its evaluations ("eval_val_...")
-            return {f"eval_{k}": v for k, v in evaluator(model).items()}
-
-        # Step 0: the untouched model on the held-out queries, the line the run has to beat.
-        start = [(0, evaluate())] if evaluator is not None and not resume_from else []
+        guard.score_start()  # before train(): on a resume, too, the model still holds the start's weights here
         started = time.perf_counter()
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         seconds = time.perf_counter() - started
@@ -476,14 +486,14 @@ def train_model(
             if "loss" in entry
         ]
         steps = trainer.state.global_step
-        val_history = []
+        chosen = guard.finish(steps, config.merge, seconds - guard.eval_seconds + guard.step_zero_seconds,
+                              select=config.guard)
+        val_history = guard.history
         if evaluator is not None:
-            # The curve: every evaluation during training, and the final model's (unless the last step was one).
-            logged = [(e["step"], e) for e in trainer.state.log_history if any(k.startswith("eval_val_") for k in e)]
-            if not logged or logged[-1][0] != steps:
-                logged.append((steps, evaluate()))
-            val_history = [{"step": step, **_val_metrics(entry)} for step, entry in start + logged]
-            message = validation_regression(val_history)
+            print(f"validation: saved {chosen.chosen} (nDCG@10 {chosen.final_score if chosen.final_score is not None else float('nan'):.4f}; "
+                  f"step 0 {chosen.start_score:.4f}); evaluation took {100 * chosen.eval_share:.0f}% of the training time",
+                  flush=True)
+            message = guard.message(chosen) if config.guard else validation_regression(val_history)
             if message:
                 logger.warning(message)
     for p in model.parameters():
@@ -494,6 +504,7 @@ def train_model(
         trainable, total, len(dataset), skipped, steps, round(seconds, 2), history, val_history, len(val_examples), world,
         steps_per_epoch=steps_per_epoch, batches_per_epoch=[trainer.batches_by_epoch[e] for e in epochs_run],
         rows_per_epoch=[trainer.rows_by_epoch[e] for e in epochs_run], val_own_queries_removed=own_removed,
+        guard=dataclasses.asdict(chosen),
     )
 
 
@@ -555,6 +566,6 @@ def _checkpointing_args(enabled: bool) -> dict[str, Any]:
 
 
 def _val_metrics(entry: dict[str, float]) -> dict[str, float]:
-    # "eval_val_cosine_ndcg@10" -> "ndcg@10"
-    prefix = "eval_val_cosine_"
+    # the evaluator's "val_cosine_ndcg@10" -> "ndcg@10"
+    prefix = "val_cosine_"
     return {k[len(prefix):]: round(float(v), 6) for k, v in entry.items() if k.startswith(prefix)}

@@ -1,0 +1,179 @@
+"""Guarded training: the saved model is the best state the validation split has seen, never one worse than
+the start, optionally merged with the start in weight space.
+
+With a validation split (``--val-fraction``), the untouched model is scored at step 0 and the training
+model again during training, on a schedule that keeps evaluation under a share of the training time
+(``--eval-budget``, 15% by default: after each optimizer step, an evaluation runs when the time spent
+evaluating so far plus the last evaluation's cost stays within that share of the time spent training).
+Each new best state is copied (only the weights that train, so for MoE-only training a third of MiniLM).
+At the end the candidates are the start, the best step and, with ``--merge auto``, the weight-space
+merges
+
+    θ(α) = (1 - α) · θ_start + α · θ_best,   α ∈ {0.25, 0.5, 0.75}
+
+(WiSE-FT: Wortsman et al., "Robust fine-tuning of zero-shot models", CVPR 2022, arXiv:2109.01903;
+LM-Cocktail: Xiao et al. 2023, arXiv:2311.13534). A merge usually keeps most of the in-domain gain and
+gives back out-of-domain quality the tuning cost. The candidate with the best validation nDCG@10 is kept;
+the start wins ties, and when nothing beats it the start is saved and one line says so. For an upcycled
+model the start is the upcycled model before training (experts as copies of the dense layer): it computes
+what the dense model computed, so α = 0 is the untouched model. ``--merge ALPHA`` applies one α without
+choosing (no validation split needed).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+MERGE_GRID = (0.25, 0.5, 0.75)
+SCORE = "ndcg@10"  # the metric that chooses
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the weights that train (requires_grad): the only ones training changes."""
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    parameters = dict(model.named_parameters())
+    for name, value in state.items():
+        parameters[name].copy_(value)
+
+
+def blend(start: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
+    """θ = (1 - α) · start + α · tuned, weight by weight."""
+    return {name: torch.lerp(start[name], tuned[name], alpha) for name in tuned}
+
+
+@dataclass
+class GuardResult:
+    chosen: str  # "start", "step N", "merge alpha=A with step N", "last step" (no validation)
+    start_score: float | None = None
+    best_step: int | None = None
+    best_score: float | None = None
+    merge_alpha: float | None = None
+    merge_scores: dict[str, float] = field(default_factory=dict)  # α -> validation nDCG@10
+    final_score: float | None = None  # the saved model's validation nDCG@10
+    eval_seconds: float = 0.0
+    eval_share: float = 0.0  # evaluation time / training time
+    early_stopped_at: int | None = None
+
+
+class Guard:
+    """Scores the model on the validation split during training and keeps the best state (see the module)."""
+
+    def __init__(self, model: nn.Module, evaluate: Callable[[], dict[str, float]] | None, budget_share: float = 0.15,
+                 eval_steps: int = 0, patience: int = 0) -> None:
+        self.model, self.evaluate = model, evaluate
+        self.budget_share, self.eval_steps, self.patience = budget_share, eval_steps, patience
+        self.start = trainable_state(model)
+        self.history: list[dict[str, float]] = []
+        self.best_step, self.best_score, self.best_state = 0, float("-inf"), None
+        self.eval_seconds, self.last_cost, self.train_started = 0.0, 0.0, None
+        self.evaluations_since_best, self.early_stopped_at = 0, None
+        self.start_score, self.step_zero_seconds = None, 0.0
+
+    def score(self, step: int) -> float:
+        started = time.perf_counter()
+        metrics = self.evaluate()
+        self.last_cost = time.perf_counter() - started
+        self.eval_seconds += self.last_cost
+        self.history.append({"step": step, **metrics})
+        return metrics[SCORE]
+
+    def score_start(self) -> None:
+        """Step 0: the untouched model, the line every later state has to beat."""
+        if self.evaluate is not None:
+            self.start_score = self.score(0)
+            self.step_zero_seconds = self.last_cost
+            self.best_score, self.best_state = self.start_score, None  # None: the start itself
+
+    def begin(self) -> None:
+        self.train_started = time.perf_counter()
+
+    def after_step(self, step: int) -> bool:
+        """Called after every optimizer step; evaluates when the schedule says so. Returns True to stop early."""
+        if self.evaluate is None:
+            return False
+        spent = self.eval_seconds - self.step_zero_seconds  # step 0 is paid before training starts
+        training_seconds = time.perf_counter() - (self.train_started or time.perf_counter()) - spent
+        if self.eval_steps:
+            due = step % self.eval_steps == 0
+        else:
+            due = spent + self.last_cost <= self.budget_share * training_seconds
+        if not due:
+            return False
+        self._consider(step, self.score(step))
+        if self.patience and self.evaluations_since_best >= self.patience:
+            self.early_stopped_at = step
+            return True
+        return False
+
+    def _consider(self, step: int, score: float) -> None:
+        if score > self.best_score:
+            self.best_step, self.best_score, self.best_state = step, score, trainable_state(self.model)
+            self.evaluations_since_best = 0
+        else:
+            self.evaluations_since_best += 1
+
+    def finish(self, final_step: int, merge: str | float, training_seconds: float, select: bool = True) -> GuardResult:
+        """Put the chosen weights into the model and say what was chosen. ``select=False`` (``--no-guard``)
+        keeps the last step (merged with the start when ``merge`` is a number)."""
+        if self.evaluate is not None and (not self.history or self.history[-1]["step"] != final_step):
+            self._consider(final_step, self.score(final_step))  # the curve's last point
+        result = GuardResult(chosen="last step", start_score=self.start_score)
+        if not select or self.evaluate is None:
+            if isinstance(merge, float):
+                load_state(self.model, blend(self.start, trainable_state(self.model), merge))
+                result.chosen, result.merge_alpha = f"merge alpha={merge:g} with the last step", merge
+            elif self.history:
+                result.final_score = self.history[-1][SCORE]
+            return self._timed(result, training_seconds)
+        tuned = self.best_state
+        if tuned is not None:
+            result.best_step, result.best_score = self.best_step, self.best_score
+        candidates: list[tuple[float, float, str]] = [(self.start_score, 0.0, "start")]
+        if tuned is not None:
+            candidates.append((self.best_score, 1.0, f"step {self.best_step}"))
+            alphas = MERGE_GRID if merge == "auto" else ((merge,) if isinstance(merge, float) else ())
+            for alpha in alphas:
+                load_state(self.model, blend(self.start, tuned, alpha))
+                merged = self.score(final_step)
+                self.history.pop()  # a merge is not a point of the training curve
+                result.merge_scores[f"{alpha:g}"] = merged
+                candidates.append((merged, alpha, f"merge alpha={alpha:g} with step {self.best_step}"))
+            if isinstance(merge, float):  # a fixed α is applied, not chosen
+                candidates = [c for c in candidates if c[1] == merge]
+        # The best score wins; the start wins ties (a change must earn its place), then the larger α.
+        score, alpha, chosen = max(candidates, key=lambda c: (c[0], c[2] == "start", c[1]))
+        result.chosen, result.final_score = chosen, score
+        result.merge_alpha = alpha if chosen.startswith("merge") else None
+        if chosen == "start":
+            load_state(self.model, self.start)
+        elif chosen.startswith("step"):
+            load_state(self.model, tuned)
+        else:
+            load_state(self.model, blend(self.start, tuned, alpha))
+        return self._timed(result, training_seconds)
+
+    def _timed(self, result: GuardResult, training_seconds: float) -> GuardResult:
+        result.eval_seconds = round(self.eval_seconds, 2)
+        result.eval_share = round(self.eval_seconds / training_seconds, 4) if training_seconds > 0 else 0.0
+        result.early_stopped_at = self.early_stopped_at
+        return result
+
+    def message(self, result: GuardResult) -> str | None:
+        """The one line for a run whose saved model is the untouched one."""
+        if result.chosen != "start" or result.start_score is None:
+            return None
+        later = [h[SCORE] for h in self.history if h["step"] > 0]
+        return (f"no trained state beat the untouched model on the validation split (nDCG@10 {result.start_score:.4f} "
+                f"at step 0, at best {max(later):.4f} later): saved the untouched model" if later else None)
