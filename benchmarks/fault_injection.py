@@ -40,7 +40,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))  # the tiny model and dataset the
 RUN_POINTS = [
     ("encode.batch", 1, "corpus encoding"), ("encode.batch", 3, "corpus encoding"),
     ("mine.searched", 1, "mining"), ("neg_queries.cached", 2, "own-query cache"),
-    ("neg_queries.cached", 5, "own-query cache"),
+    ("neg_queries.cached", 3, "own-query cache"),
     ("checkpoint.model_written", 1, "checkpoint write"), ("checkpoint.model_written", 3, "checkpoint write"),
     ("checkpoint.unmarked", 2, "checkpoint write"), ("checkpoint.rotating", 1, "checkpoint rotation"),
     ("model.saving", 1, "final model save"), ("evaluate.encoded", 1, "evaluation (base)"),

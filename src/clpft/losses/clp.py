@@ -1,46 +1,6 @@
-"""Contrastive Learning Penalty loss (Yu, 2024).
+"""Contrastive Learning Penalty loss (Yu, 2024): ``CLPLoss`` (and ``InfoNCELoss``, CLP with λ = 0).
 
-Formula (per batch of B queries, each with one positive and k hard negatives)::
-
-    s(q, d)  = cos(q, d) / τ
-    InfoNCE  = mean_i  -log( exp s(q_i, p_i) / Σ_{d ∈ C} exp s(q_i, d) )
-               where C = every positive and every negative in the batch (in-batch negatives included)
-    P        = 1 - mean over negatives n with known queries of  mean_{m ∈ Q(n)} cos(n, m)
-    L        = (1 - λ) · InfoNCE + λ · P
-
-Q(n) are the queries that the negative n itself is relevant to (from the qrels, or generated).
-Plain contrastive learning pushes a hard negative away from the query, and with it away from the
-queries it answers; the penalty keeps each negative near its own queries. Negatives with no known
-query are masked out of P; a batch where none is known has P = 0.
-
-Reference: Jeongsu Yu, "Efficient fine-tuning methodology of text embedding models for information
-retrieval: contrastive learning penalty (CLP)", arXiv:2412.17364, 2024. Unlike the paper's public
-code, which reads only the first example of a batch, every example and every negative counts here.
-
-Inputs (what clpft's ``CLPDataCollator`` produces from train.jsonl):
-
-    +--------------------------------------------------------------------+------------------------------+
-    | Texts                                                              | Labels                       |
-    +====================================================================+==============================+
-    | (query, positive, negative_1, ..., negative_k[, negatives' queries]) | (B, k, M) long tensor: row m |
-    |                                                                    | of "negatives' queries" for  |
-    |                                                                    | each negative, -1 for none   |
-    +--------------------------------------------------------------------+------------------------------+
-
-Example::
-
-    import clpft
-    from clpft.losses import CLPLoss
-    from clpft.training import CLPDataCollator, build_dataset
-    from sentence_transformers import SentenceTransformerTrainer
-
-    model = clpft.load_model()
-    loss = CLPLoss(model, penalty_weight=0.1, temperature=0.02)
-    trainer = SentenceTransformerTrainer(
-        model=model, train_dataset=build_dataset(examples, num_negatives=4), loss=loss,
-        data_collator=CLPDataCollator.for_model(model),
-    )
-    trainer.train()
+The contract (formula, arguments, inputs, example) is on the class, so ``help(CLPLoss)`` shows it.
 """
 
 from __future__ import annotations
@@ -61,6 +21,60 @@ except ImportError:  # pragma: no cover
 
 
 class CLPLoss(nn.Module):
+    """Contrastive Learning Penalty (Yu, 2024): InfoNCE with in-batch negatives, plus a penalty that keeps each
+    hard negative close to the queries it is itself relevant to.
+
+    Formula, for a batch of B queries q_i, each with a positive p_i and k hard negatives n_i1..n_ik::
+
+        s(q, d)  = cos(q, d) / τ
+        InfoNCE  = mean_i  -log( exp s(q_i, p_i) / Σ_{d ∈ C} exp s(q_i, d) )
+                   C = every positive and every negative of the batch (under DDP: of the global batch)
+        P        = 1 - mean over negatives n with a known query of  mean_{m ∈ Q(n)} cos(n, m)
+        L        = (1 - λ) · InfoNCE + λ · P
+
+    Q(n) are the negative's own queries (from the training qrels, or generated). Plain contrastive
+    learning pushes a hard negative away from the query and with it away from the queries it answers;
+    the penalty keeps it near them. Negatives with no known query are masked out of P; a batch where none
+    is known has P = 0. Every example and every negative counts (the paper's public code reads only the
+    first example of a batch), for any B and k.
+
+    Reference: Jeongsu Yu, "Efficient fine-tuning methodology of text embedding models for information
+    retrieval: contrastive learning penalty (CLP)", arXiv:2412.17364, 2024.
+
+    Args:
+        model: the SentenceTransformer being trained.
+        penalty_weight: λ in [0, 1] (the paper: 0.1); 0 gives plain InfoNCE.
+        temperature: τ > 0 (the paper: 0.02, a scale of 50).
+        gather_across_devices: under DDP, score against every process's candidates (see ``__init__``).
+
+    Inputs (what ``clpft.training.CLPDataCollator`` makes of train.jsonl rows):
+
+        +--------------------------------------------+------------------------------------------------+
+        | Texts (columns, in order)                  | Labels                                         |
+        +============================================+================================================+
+        | query, positive, negative_1 .. negative_k, | long tensor (B, k, M): entry [i, j, m] is the   |
+        | and the negatives' own queries (the batch's | row of the own-query column holding the m-th    |
+        | distinct own queries, one column)           | own query of n_ij, -1 where there is none       |
+        +--------------------------------------------+------------------------------------------------+
+
+    ``last_terms`` holds the last batch's ``{"infonce": ..., "penalty": ...}`` (detached), which clpft's
+    trainer logs beside the loss.
+
+    Example::
+
+        import clpft
+        from clpft.losses import CLPLoss
+        from clpft.training import CLPDataCollator, build_dataset
+        from sentence_transformers import SentenceTransformerTrainer
+
+        model = clpft.load_model()
+        dataset, _ = build_dataset(examples, num_negatives=4)  # examples: clpft.data.read_train_jsonl(...)
+        loss = CLPLoss(model, penalty_weight=0.1, temperature=0.02)
+        trainer = SentenceTransformerTrainer(model=model, train_dataset=dataset, loss=loss,
+                                             data_collator=CLPDataCollator.for_model(model))
+        trainer.train()
+    """
+
     def __init__(
         self,
         model: SentenceTransformer,

@@ -1,0 +1,39 @@
+"""benchmarks/quality.py's report: the schema other tools read, p-values against the default row, the table."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
+
+
+def quality():
+    spec = importlib.util.spec_from_file_location("quality", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def row(name, scores, wall=10.0):
+    return {"key": "k", "row": name, "dataset": "d", "commit": "abc", "command": [], "ndcg@10": sum(scores) / len(scores),
+            "ndcg@5": 0.5, "recall@100": 0.9, "mrr@10": 0.6, "per_query_ndcg@10": {f"q{i}": v for i, v in enumerate(scores)},
+            "wall_s": wall, "peak_rss_mb": 100.0}
+
+
+def test_report_schema_and_p_values():
+    module = quality()
+    results = {"scifact": {"base": row("base", [0.1, 0.2, 0.3, 0.4]), "default": row("default", [0.5, 0.6, 0.7, 0.8]),
+                           "st-recipe": row("st-recipe", [0.5, 0.6, 0.7, 0.8])}}
+    module.add_tests(results)
+    shots = {"trained_on": "scifact", "tested_on": "cranfield", "rows": {"base": {"ndcg@10": 0.45, "delta_vs_base": 0.0}}}
+    report = module.build_report(results, shots)
+    assert set(report) == {"scifact", "zero_shot"}
+    rows = report["scifact"]["rows"]
+    assert rows["default"]["p_vs_default"] is None
+    assert rows["st-recipe"]["p_vs_default"] == 1.0  # identical per-query scores
+    assert rows["base"]["p_vs_default"] == 0.125  # 4 queries, all worse: 2 of 16 sign flips as extreme
+    assert {"ndcg@10", "p_vs_default", "wall_s", "peak_rss_mb"} <= set(rows["base"])
+    assert "per_query_ndcg@10" not in rows["base"]
+    table = module.markdown(results, shots, "python benchmarks/quality.py")
+    assert "| st-recipe | 0.6500 |" in table and "## Zero-shot: trained on scifact, tested on cranfield" in table
