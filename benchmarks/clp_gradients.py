@@ -59,8 +59,11 @@ def measure(model_path: str | None, train_only: str, examples, passage_max_token
     ratios: dict[float, list[float]] = {tau: [] for tau in TEMPERATURES}
     for example in examples:
         own = [(j, q) for j, queries in enumerate(example.neg_q) for q in queries[:1]]
-        query, positive, negatives = (_embed(model, [example.query], 128), _embed(model, example.pos[:1], passage_max_tokens),
-                                      _embed(model, example.neg, passage_max_tokens))
+        query, positive, negatives = (
+            _embed(model, [example.query], 128),
+            _embed(model, example.pos[:1], passage_max_tokens),
+            _embed(model, example.neg, passage_max_tokens),
+        )
         own_queries = _embed(model, [q for _, q in own], 128)
         labels = torch.full((1, len(example.neg), 1), -1, dtype=torch.long)
         for row, (j, _) in enumerate(own):
@@ -73,9 +76,12 @@ def measure(model_path: str | None, train_only: str, examples, passage_max_token
     result = {}
     for tau, values in ratios.items():
         ratio = statistics.median(values)
-        result[str(tau)] = {"median_ratio": ratio, "quartiles": statistics.quantiles(values, n=4),
-                            "lambda_equal": 1.0 / (1.0 + ratio),
-                            "penalty_share": {str(lam): lam / (1 - lam) * ratio for lam in LAMBDAS}}
+        result[str(tau)] = {
+            "median_ratio": ratio,
+            "quartiles": statistics.quantiles(values, n=4),
+            "lambda_equal": 1.0 / (1.0 + ratio),
+            "penalty_share": {str(lam): lam / (1 - lam) * ratio for lam in LAMBDAS},
+        }
     return result
 
 
@@ -92,13 +98,23 @@ def main() -> None:
     try:
         examples = [e for e in read_train_jsonl(args.train) if any(e.neg_q)][: args.examples]
     except ClpftError as error:
-        raise SystemExit(f"clp_gradients: error: {error}")
+        raise SystemExit(f"clp_gradients: error: {error}") from None
     if not examples:
-        raise SystemExit(f"clp_gradients: error: {args.train}: no negative has a query of its own (mine with --neg-queries)")
+        raise SystemExit(
+            f"clp_gradients: error: {args.train}: no negative has a query of its own (mine with --neg-queries)"
+        )
     started = time.perf_counter()
-    results = {train_only: measure(args.model, train_only, examples, args.passage_max_tokens) for train_only in ("all", "moe")}
-    report = {"train": args.train, "out": args.out, "model": args.model or "packaged all-MiniLM-L6-v2", "examples": len(examples),
-              "seconds": round(time.perf_counter() - started, 1), "results": results}
+    results = {
+        train_only: measure(args.model, train_only, examples, args.passage_max_tokens) for train_only in ("all", "moe")
+    }
+    report = {
+        "train": args.train,
+        "out": args.out,
+        "model": args.model or "packaged all-MiniLM-L6-v2",
+        "examples": len(examples),
+        "seconds": round(time.perf_counter() - started, 1),
+        "results": results,
+    }
     write_json(Path(args.out).with_suffix(".json"), report)
     write_text(Path(args.out).with_suffix(".md"), markdown(report))
     print(markdown(report))
@@ -106,20 +122,27 @@ def main() -> None:
 
 def markdown(report: dict) -> str:
     lines = [
-        "# CLP: the penalty's gradient next to InfoNCE's", "",
-        f"`python benchmarks/clp_gradients.py --train {report['train']} --out {report['out']}` ({report['model']}, {report['examples']} "
+        "# CLP: the penalty's gradient next to InfoNCE's",
+        "",
+        f"`python benchmarks/clp_gradients.py --train {report['train']} --out {report['out']}` "
+        f"({report['model']}, {report['examples']} "
         f"training examples, {report['seconds']:.0f} s). Median over examples of ||∇P|| / ||∇InfoNCE|| with respect to "
         "the weights that train; the penalty's share of the pull is λ/(1-λ) times it (`benchmarks/clp_gradients.py` "
-        "says why only this ratio matters under Adam).", "",
+        "says why only this ratio matters under Adam).",
+        "",
         "| trains | τ | ‖∇P‖/‖∇InfoNCE‖ (median; quartiles) | λ where both pull equally | "
-        + " | ".join(f"λ={lam}: λ/(1-λ)·ratio" for lam in LAMBDAS) + " |",
+        + " | ".join(f"λ={lam}: λ/(1-λ)·ratio" for lam in LAMBDAS)
+        + " |",
         "|---|---|---|---|" + "---|" * len(LAMBDAS),
     ]
     for train_only, by_tau in report["results"].items():
         for tau, r in by_tau.items():
             q1, _, q3 = r["quartiles"]
-            lines.append(f"| {train_only} | {tau} | {r['median_ratio']:.3f} ({q1:.3f}-{q3:.3f}) | {r['lambda_equal']:.2f} | "
-                         + " | ".join(f"{r['penalty_share'][str(lam)]:.3f}" for lam in LAMBDAS) + " |")
+            lines.append(
+                f"| {train_only} | {tau} | {r['median_ratio']:.3f} ({q1:.3f}-{q3:.3f}) | {r['lambda_equal']:.2f} | "
+                + " | ".join(f"{r['penalty_share'][str(lam)]:.3f}" for lam in LAMBDAS)
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -38,18 +38,30 @@ sys.path.insert(0, str(HERE.parent / "tests"))  # the tiny model and dataset the
 
 # (kill point, which pass through it) for `clpft run`; what each one interrupts
 RUN_POINTS = [
-    ("encode.batch", 1, "corpus encoding"), ("encode.batch", 3, "corpus encoding"),
-    ("mine.searched", 1, "mining"), ("neg_queries.cached", 2, "own-query cache"),
+    ("encode.batch", 1, "corpus encoding"),
+    ("encode.batch", 3, "corpus encoding"),
+    ("mine.searched", 1, "mining"),
+    ("neg_queries.cached", 2, "own-query cache"),
     ("neg_queries.cached", 3, "own-query cache"),
-    ("checkpoint.model_written", 1, "checkpoint write"), ("checkpoint.model_written", 3, "checkpoint write"),
-    ("checkpoint.unmarked", 2, "checkpoint write"), ("checkpoint.rotating", 1, "checkpoint rotation"),
-    ("model.saving", 1, "final model save"), ("evaluate.encoded", 1, "evaluation (base)"),
-    ("evaluate.encoded", 2, "evaluation (fine-tuned)"), ("run.evaluated", 1, "report"),
+    ("checkpoint.model_written", 1, "checkpoint write"),
+    ("checkpoint.model_written", 3, "checkpoint write"),
+    ("checkpoint.unmarked", 2, "checkpoint write"),
+    ("checkpoint.rotating", 1, "checkpoint rotation"),
+    ("model.saving", 1, "final model save"),
+    ("evaluate.encoded", 1, "evaluation (base)"),
+    ("evaluate.encoded", 2, "evaluation (fine-tuned)"),
+    ("run.evaluated", 1, "report"),
 ]
-QUICK_RUN_POINTS = [("checkpoint.model_written", 2, "checkpoint write"), ("model.saving", 1, "final model save"),
-                    ("evaluate.encoded", 2, "evaluation (fine-tuned)")]
-ABLATION_POINTS = [("ablation.row_trained", 1, "ablation row"), ("checkpoint.model_written", 1, "ablation row"),
-                   ("evaluate.encoded", 2, "ablation row")]
+QUICK_RUN_POINTS = [
+    ("checkpoint.model_written", 2, "checkpoint write"),
+    ("model.saving", 1, "final model save"),
+    ("evaluate.encoded", 2, "evaluation (fine-tuned)"),
+]
+ABLATION_POINTS = [
+    ("ablation.row_trained", 1, "ablation row"),
+    ("model.saving", 1, "ablation row"),
+    ("evaluate.encoded", 2, "ablation row"),
+]
 
 
 def clpft(args: list[str], kill: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -57,8 +69,9 @@ def clpft(args: list[str], kill: str | None = None, env: dict | None = None) -> 
     environment.pop("CLPFT_KILL_AT", None)
     if kill:
         environment["CLPFT_KILL_AT"] = kill
-    return subprocess.run([sys.executable, "-m", "clpft.cli", *args], env=environment, capture_output=True, text=True,
-                          timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "clpft.cli", *args], env=environment, capture_output=True, text=True, timeout=900
+    )
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -108,8 +121,15 @@ class Scenario:
 
     def check(self, out: Path, killed: bool, stage: str, point: str) -> dict:
         resumed = clpft([*self.command(out), *self.resume_flag])
-        row = {"scenario": self.name, "stage": stage, "point": point, "killed": killed,
-               "resumed": resumed.returncode == 0, "equal": False, "leftovers": leftovers(out)}
+        row = {
+            "scenario": self.name,
+            "stage": stage,
+            "point": point,
+            "killed": killed,
+            "resumed": resumed.returncode == 0,
+            "equal": False,
+            "leftovers": leftovers(out),
+        }
         if resumed.returncode == 0:
             row["equal"] = same_metrics(self.result(out), self.reference)
         else:
@@ -127,8 +147,12 @@ class Scenario:
         delay = rng.uniform(0.3, 0.95) * self.reference_seconds
         env = {**os.environ}
         env.pop("CLPFT_KILL_AT", None)
-        process = subprocess.Popen([sys.executable, "-m", "clpft.cli", *self.command(out)], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "clpft.cli", *self.command(out)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(delay)
         killed = process.poll() is None
         process.kill()
@@ -138,21 +162,56 @@ class Scenario:
 
 def run_scenario(work: Path, data: Path, model: Path) -> Scenario:
     def command(out: Path) -> list[str]:
-        return ["run", "--data", str(data), "--out", str(out), "--model", str(model), "--num-negatives", "2",
-                "--epochs", "2", "--grad-accum", "1", "--save-steps", "3", "--neg-queries", "qrels,extractive",
-                "--queries-per-negative", "2", "--quiet"]
+        return [
+            "run",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--model",
+            str(model),
+            "--num-negatives",
+            "2",
+            "--epochs",
+            "2",
+            "--grad-accum",
+            "1",
+            "--save-steps",
+            "3",
+            "--neg-queries",
+            "qrels,extractive",
+            "--queries-per-negative",
+            "2",
+            "--quiet",
+        ]
 
     def result(out: Path) -> dict:
         report = json.loads((out / "metrics.json").read_text())
-        return {f"{side}:{q}": values for side in ("base", "finetuned") for q, values in report[side]["per_query"].items()}
+        return {
+            f"{side}:{q}": values for side in ("base", "finetuned") for q, values in report[side]["per_query"].items()
+        }
 
     return Scenario("run", work, command, ["--resume"], result)
 
 
 def ablation_scenario(work: Path, data: Path, model: Path) -> Scenario:
     def command(out: Path) -> list[str]:
-        return ["ablation", "--data", str(data), "--out", str(out), "--model", str(model), "--rows",
-                "base,ance-clp-moe", "--num-negatives", "2", "--epochs", "1", "--quiet"]
+        return [
+            "ablation",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--model",
+            str(model),
+            "--rows",
+            "base,ance-clp-moe",
+            "--num-negatives",
+            "2",
+            "--epochs",
+            "1",
+            "--quiet",
+        ]
 
     def result(out: Path) -> dict:
         report = json.loads((out / "report.json").read_text())
@@ -168,10 +227,31 @@ def llm_scenario(work: Path, data: Path, model: Path, kill_after: int = 3) -> di
     server = FakeOpenAI()
     env = {"CLPFT_API_KEY": "sk-fault-injection-0000"}
     try:
+
         def command(out: Path) -> list[str]:
-            return ["mine", "--data", str(data), "--out", str(out / "train.jsonl"), "--model", str(model),
-                    "--strategy", "random", "--num-negatives", "3", "--neg-queries", "llm", "--llm-base-url", server.url,
-                    "--llm-model", "fake", "--llm-concurrency", "1", "--overwrite", "--quiet"]
+            return [
+                "mine",
+                "--data",
+                str(data),
+                "--out",
+                str(out / "train.jsonl"),
+                "--model",
+                str(model),
+                "--strategy",
+                "random",
+                "--num-negatives",
+                "3",
+                "--neg-queries",
+                "llm",
+                "--llm-base-url",
+                server.url,
+                "--llm-model",
+                "fake",
+                "--llm-concurrency",
+                "1",
+                "--overwrite",
+                "--quiet",
+            ]
 
         reference = work / "llm-reference"
         reference.mkdir(parents=True, exist_ok=True)
@@ -190,11 +270,21 @@ def llm_scenario(work: Path, data: Path, model: Path, kill_after: int = 3) -> di
             prompt = body["messages"][0]["content"]
             document = prompt.rsplit("Document:", 1)[-1].strip()
             asked_again += any(text_hash(text) in cached for text in {document, document.strip()})
-        equal = resumed.returncode == 0 and (out / "train.jsonl").read_bytes() == (reference / "train.jsonl").read_bytes()
-        row = {"scenario": "mine --neg-queries llm", "stage": "own-query cache (LLM)", "point": f"neg_queries.cached:{kill_after}",
-               "killed": killed, "resumed": resumed.returncode == 0, "equal": equal, "leftovers": leftovers(out),
-               "cached_before_resume": len(cached), "cached_documents_asked_again": asked_again,
-               "requests_after_resume": len(server.requests)}
+        equal = (
+            resumed.returncode == 0 and (out / "train.jsonl").read_bytes() == (reference / "train.jsonl").read_bytes()
+        )
+        row = {
+            "scenario": "mine --neg-queries llm",
+            "stage": "own-query cache (LLM)",
+            "point": f"neg_queries.cached:{kill_after}",
+            "killed": killed,
+            "resumed": resumed.returncode == 0,
+            "equal": equal,
+            "leftovers": leftovers(out),
+            "cached_before_resume": len(cached),
+            "cached_documents_asked_again": asked_again,
+            "requests_after_resume": len(server.requests),
+        }
         row["survived"] = killed and row["resumed"] and equal and not row["leftovers"] and asked_again == 0
         return row
     finally:
@@ -207,7 +297,7 @@ def harness(work: Path, quick: bool, random_kills: int, seed: int) -> list[dict]
     rows = []
     run = run_scenario(work, data, model)
     run.run_reference()
-    for point, nth, stage in (QUICK_RUN_POINTS if quick else RUN_POINTS):
+    for point, nth, stage in QUICK_RUN_POINTS if quick else RUN_POINTS:
         rows.append(run.at_point(point, nth, stage))
         print(json.dumps(rows[-1]), flush=True)
     if quick:
@@ -232,19 +322,35 @@ def markdown(rows: list[dict], command: str) -> str:
     stages: dict[str, list[dict]] = {}
     for row in rows:
         stages.setdefault(f"{row['scenario']}: {row['stage']}", []).append(row)
-    lines = ["# Fault injection: SIGKILL, then --resume", "", f"`{command}`", "",
-             "| scenario: stage | kills tried | killed (not finished first) | survived |", "|---|---|---|---|"]
+    lines = [
+        "# Fault injection: SIGKILL, then --resume",
+        "",
+        f"`{command}`",
+        "",
+        "| scenario: stage | kills tried | killed (not finished first) | survived |",
+        "|---|---|---|---|",
+    ]
     for stage, group in stages.items():
-        lines.append(f"| {stage} | {len(group)} | {sum(r['killed'] for r in group)} | {sum(r['survived'] for r in group)} |")
+        lines.append(
+            f"| {stage} | {len(group)} | {sum(r['killed'] for r in group)} | {sum(r['survived'] for r in group)} |"
+        )
     killed = [r for r in rows if r["killed"]]
-    lines += ["", f"In all: {sum(r['survived'] for r in killed)} of {len(killed)} kills survived "
-              f"({len(rows) - len(killed)} random kills came after the run had finished). Survived: the resumed run "
-              "exits 0, its metrics equal the uninterrupted run's to 1e-6 (train.jsonl byte-identical for mine), and no "
-              "temporary entry or incomplete checkpoint is left.", "", "| scenario | point | killed | resumed | equal | leftovers |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"In all: {sum(r['survived'] for r in killed)} of {len(killed)} kills survived "
+        f"({len(rows) - len(killed)} tries killed nothing: the run finished before the moment or point). "
+        "Survived: the resumed run "
+        "exits 0, its metrics equal the uninterrupted run's to 1e-6 (train.jsonl byte-identical for mine), and no "
+        "temporary entry or incomplete checkpoint is left.",
+        "",
+        "| scenario | point | killed | resumed | equal | leftovers |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['scenario']} | {r['point']} | {r['killed']} | {r['resumed']} | {r['equal']} | "
-                     f"{', '.join(r['leftovers']) or '-'} |")
+        lines.append(
+            f"| {r['scenario']} | {r['point']} | {r['killed']} | {r['resumed']} | {r['equal']} | "
+            f"{', '.join(r['leftovers']) or '-'} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -24,10 +24,24 @@ import torch
 from clpft.losses import CLPLoss
 from clpft.modeling_clpft_moe import MoELinear
 
-BGE_M3 = dict(vocab_size=250002, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-              intermediate_size=4096, max_position_embeddings=8194, type_vocab_size=1)
-TINY = dict(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-            max_position_embeddings=130, type_vocab_size=1)
+BGE_M3 = dict(
+    vocab_size=250002,
+    hidden_size=1024,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    intermediate_size=4096,
+    max_position_embeddings=8194,
+    type_vocab_size=1,
+)
+TINY = dict(
+    vocab_size=1000,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=130,
+    type_vocab_size=1,
+)
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16, no sparsity
 
 
@@ -40,7 +54,9 @@ class Encoder(torch.nn.Module):
         self.hf_model = hf_model
 
     def forward(self, features: dict) -> dict:
-        hidden = self.hf_model(input_ids=features["input_ids"], attention_mask=features["attention_mask"]).last_hidden_state
+        hidden = self.hf_model(
+            input_ids=features["input_ids"], attention_mask=features["attention_mask"]
+        ).last_hidden_state
         return {"sentence_embedding": hidden[:, 0]}
 
 
@@ -94,12 +110,19 @@ def run_variant(model, dispatch: str, args, device: str, trainable: int) -> dict
         if step >= args.warmup:
             times.append(time.perf_counter() - started)
     seconds = sum(times) / len(times)
-    result = {"dispatch": dispatch, "seconds_per_step": round(seconds, 4), "tokens_per_second": round(tokens / seconds, 1),
-              "tokens_per_step": tokens, "loss": round(float(loss), 4)}
+    result = {
+        "dispatch": dispatch,
+        "seconds_per_step": round(seconds, 4),
+        "tokens_per_second": round(tokens / seconds, 1),
+        "tokens_per_step": tokens,
+        "loss": round(float(loss), 4),
+    }
     if device == "cuda":
         name = torch.cuda.get_device_name()
         peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
-        active = sum(p.numel() for p in model.parameters()) - trainable // 2  # top-1 of 2 experts: half the expert weights run
+        active = (
+            sum(p.numel() for p in model.parameters()) - trainable // 2
+        )  # top-1 of 2 experts: half the expert weights run
         if peak:
             result["mfu_estimate"] = round(6 * active * tokens / seconds / (peak * 1e12), 4)
         result["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
@@ -126,9 +149,17 @@ def main() -> None:
         args.bf16 = False
     torch.manual_seed(0)
     model, trainable, total = build(TINY if args.tiny else BGE_M3, args.device)
-    report = {"config": "tiny" if args.tiny else "bge-m3-sized xlm-roberta", "device": args.device, "bf16": args.bf16,
-              "trainable_parameters": trainable, "total_parameters": total, "batch": args.batch,
-              "query_len": args.query_len, "passage_len": args.passage_len, "variants": []}
+    report = {
+        "config": "tiny" if args.tiny else "bge-m3-sized xlm-roberta",
+        "device": args.device,
+        "bf16": args.bf16,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "batch": args.batch,
+        "query_len": args.query_len,
+        "passage_len": args.passage_len,
+        "variants": [],
+    }
     for dispatch in args.variants.split(","):
         result = run_variant(model, dispatch, args, args.device, trainable)
         print(json.dumps(result), flush=True)

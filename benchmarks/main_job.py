@@ -33,7 +33,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     mem_kb = next((int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1), "platform": platform.platform()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "platform": platform.platform(),
+    }
 
 
 def _read_json(path: Path) -> dict:
@@ -61,8 +66,10 @@ def compare(run_dir: Path, others: list[str], report: dict | None = None) -> lis
     path = run_dir / "metrics.json"
     report = report if report is not None else _read_json(path)
     (base_metrics, base), (metrics, mine) = _scores(report["base"], path), _scores(report["finetuned"], path)
-    rows = [{"name": "base (untrained)", "metrics": base_metrics, "per_query": base},
-            {"name": "this run", "metrics": metrics, "per_query": mine}]
+    rows = [
+        {"name": "base (untrained)", "metrics": base_metrics, "per_query": base},
+        {"name": "this run", "metrics": metrics, "per_query": mine},
+    ]
     for spec in others:
         name, sep, file = spec.partition("=")
         if not sep:
@@ -73,8 +80,11 @@ def compare(run_dir: Path, others: list[str], report: dict | None = None) -> lis
         rows.append({"name": name, "file": file, "metrics": metrics, "per_query": per_query})
     queries = sorted(mine)
     for row in rows:
-        row["p_vs_this_run"] = None if row["name"] == "this run" else paired_randomization_test(
-            [row["per_query"][q] for q in queries], [mine[q] for q in queries])
+        row["p_vs_this_run"] = (
+            None
+            if row["name"] == "this run"
+            else paired_randomization_test([row["per_query"][q] for q in queries], [mine[q] for q in queries])
+        )
     return [{k: v for k, v in row.items() if k != "per_query"} for row in rows]
 
 
@@ -104,7 +114,8 @@ def markdown(result: dict) -> str:
         "",
         f"Command: `{result['command']}`  ",
         f"Model: {result['model']}; evaluated on the `{result['eval_split']}` split.  ",
-        f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, {result['machine']['memory_gib']} GiB.",
+        f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, "
+        f"{result['machine']['memory_gib']} GiB.",
         "",
         "| metric | base | fine-tuned | delta |",
         "|---|---|---|---|",
@@ -113,17 +124,22 @@ def markdown(result: dict) -> str:
         b, f = result["base"][key], result["finetuned"][key]
         lines.append(f"| {label} | {b:.4f} | {f:.4f} | {f - b:+.4f} |")
     if result.get("comparison"):
-        lines += ["", "Compared on the same split (p: two-sided paired randomisation test over per-query nDCG@10 "
-                  "against this run's fine-tuned model, 10,000 sign flips):", "",
-                  "| model | " + " | ".join(LABELS.values()) + " | p vs this run |",
-                  "|---|" + "---|" * (len(LABELS) + 1)]
+        lines += [
+            "",
+            "Compared on the same split (p: two-sided paired randomisation test over per-query nDCG@10 "
+            "against this run's fine-tuned model, 10,000 sign flips):",
+            "",
+            "| model | " + " | ".join(LABELS.values()) + " | p vs this run |",
+            "|---|" + "---|" * (len(LABELS) + 1),
+        ]
         for row in result["comparison"]:
             p = "-" if row["p_vs_this_run"] is None else f"{row['p_vs_this_run']:.4f}"
             lines.append(f"| {row['name']} | " + " | ".join(f"{row['metrics'][k]:.4f}" for k in LABELS) + f" | {p} |")
     s = result["seconds"]
     lines += [
         "",
-        f"Wall time {s['total'] / 60:.1f} min (corpus encoding {s['corpus_encoding']:.0f} s, mining {s['mining']:.0f} s, "
+        f"Wall time {s['total'] / 60:.1f} min (corpus encoding {s['corpus_encoding']:.0f} s, "
+        f"mining {s['mining']:.0f} s, "
         f"training {s['training']:.0f} s for {result['optimizer_steps']} optimizer steps, fine-tuned evaluation "
         f"{s['evaluation_finetuned']:.0f} s); peak memory {result['peak_rss_mb']:.0f} MB.  ",
         f"Trainable parameters {result['trainable_parameters']:,} of {result['total_parameters']:,}.  ",
@@ -144,8 +160,13 @@ def main() -> int:
     parser.add_argument("--data", default="../shared/data/scifact")
     parser.add_argument("--out", default="runs/scifact")
     parser.add_argument("--from-run", default=None, help="summarise this finished run folder instead of running")
-    parser.add_argument("--compare", action="append", default=[], metavar="NAME=FILE",
-                        help="another model's metrics.json on the same split, to compare with (repeatable)")
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="another model's metrics.json on the same split, to compare with (repeatable)",
+    )
     parser.add_argument("--tag", default="", help="results go to main_job_<dataset>_<tag>.{json,md}")
     parser.add_argument("--note", default="", help="a line of notes for the markdown (how the run shared the machine)")
     args, extra = parser.parse_known_args()
@@ -153,8 +174,11 @@ def main() -> int:
         run_dir = Path(args.from_run)
         report = _read_json(run_dir / "metrics.json")
         manifest = run_dir / "manifest.json"  # holds the command line as given
-        command = ("clpft " + _read_json(manifest)["command"].split(" ", 1)[1] if manifest.is_file()
-                   else f"clpft run --data {report['data']} --out {run_dir}")
+        command = (
+            "clpft " + _read_json(manifest)["command"].split(" ", 1)[1]
+            if manifest.is_file()
+            else f"clpft run --data {report['data']} --out {run_dir}"
+        )
         if "preset" not in report["train_config"]:  # a run from before presets existed: the paper's settings
             command += " --preset paper"
     else:

@@ -44,7 +44,11 @@ def main() -> int:
     corpus_emb = encode_corpus(model, test, limit)
     base = evaluate_model(model, test, corpus_embeddings=corpus_emb, query_max_tokens=128, passage_max_tokens=limit)
     qrels_only, stats = mine_negatives(
-        model, train, max_train_queries=args.max_train_queries, seed=args.seed, passage_max_tokens=limit,
+        model,
+        train,
+        max_train_queries=args.max_train_queries,
+        seed=args.seed,
+        passage_max_tokens=limit,
         corpus_embeddings=corpus_emb,
     )
     topped = copy.deepcopy(qrels_only)
@@ -82,7 +86,8 @@ def main() -> int:
         f"Command: `{report['command']}` (model: packaged all-MiniLM-L6-v2; CLP + MoE row, paper defaults otherwise).",
         "",
         f"- {stats.negatives} mined negatives for {stats.queries} training queries; "
-        f"{stats.negatives_with_queries} ({100 * stats.share_with_queries:.1f}%) have a query from the training qrels alone.",
+        f"{stats.negatives_with_queries} ({100 * stats.share_with_queries:.1f}%) have a query from the training "
+        "qrels alone.",
         f"- With `qrels,extractive`: {with_queries} ({100 * with_queries / stats.negatives:.1f}%).",
         "",
         "| negatives' queries | nDCG@5 | nDCG@10 | recall@100 | MRR@10 |",
@@ -92,7 +97,9 @@ def main() -> int:
     ]
     for row, data in rows.items():
         m = data["metrics"]
-        lines.append(f"| `{row}` | {m['ndcg@5']:.4f} | {m['ndcg@10']:.4f} | {m['recall@100']:.4f} | {m['mrr@10']:.4f} |")
+        lines.append(
+            f"| `{row}` | {m['ndcg@5']:.4f} | {m['ndcg@10']:.4f} | {m['recall@100']:.4f} | {m['mrr@10']:.4f} |"
+        )
     lines += ["", f"Wall time {report['seconds'] / 60:.1f} min.", ""]
     (RESULTS / f"neg_queries_{name}.md").write_text("\n".join(lines))
     print("\n".join(lines))

@@ -2,14 +2,16 @@
 `--preset paper` on every dataset, with significance tests, wall time, peak memory and a zero-shot table.
 
 Each row runs in its own processes (so wall time and peak memory are the row's own, measured with
-/usr/bin/time) and is cached under WORK/rows/DATASET/ROW/result.json (runs/quality by default) with a key of everything that decides
-it (the data files' checksums, the row's command, the package versions, clpft's resolved defaults and
-presets, and for `st-recipe` the recipe script itself); a stopped benchmark resumes where it stopped, and
-the table says which commit each row ran on.
+/usr/bin/time) and is cached in OUT/rows/DATASET/ROW.json (small, committed; models and logs stay in
+WORK, runs/quality by default) with a key of everything that decides it (the data files' checksums, the
+row's command, the package versions, clpft's resolved defaults and presets, and for `st-recipe` the
+recipe script itself); a stopped benchmark resumes where it stopped, and the table says which commit
+each row ran on.
 
     python benchmarks/quality.py --out benchmarks/results/quality                    # hours on 2 cores
     python benchmarks/quality.py --out /tmp/quality --quick                          # minutes: a smoke run
-    python benchmarks/quality.py --out benchmarks/results/quality --datasets scifact --rows base,st-recipe
+    python benchmarks/quality.py --out benchmarks/results/quality --datasets scifact \
+        --rows base,st-recipe
 """
 
 from __future__ import annotations
@@ -54,16 +56,27 @@ def commands(row: str, data: Path, folder: Path, quick: bool) -> tuple[list[list
     """The row's commands and the metrics.json its test evaluation writes."""
     small = ["--max-train-queries", "16", "--epochs", "1"] if quick else []
     if row == "base":
-        return [clpft("eval", "--data", str(data), "--out", str(folder / "metrics.json"), "--overwrite", "--quiet")], \
-            folder / "metrics.json"
+        return [
+            clpft("eval", "--data", str(data), "--out", str(folder / "metrics.json"), "--overwrite", "--quiet")
+        ], folder / "metrics.json"
     if row == "st-recipe":
         recipe = [sys.executable, str(HERE / "st_recipe.py"), "--data", str(data), "--out", str(folder / "model")]
-        evaluate = clpft("eval", "--data", str(data), "--model", str(folder / "model"), "--out",
-                         str(folder / "metrics.json"), "--overwrite", "--quiet")
+        evaluate = clpft(
+            "eval",
+            "--data",
+            str(data),
+            "--model",
+            str(folder / "model"),
+            "--out",
+            str(folder / "metrics.json"),
+            "--overwrite",
+            "--quiet",
+        )
         return [recipe + (["--max-steps", "4"] if quick else []), evaluate], folder / "metrics.json"
     preset = ["--preset", "paper"] if row == "paper" else []
-    return [clpft("run", "--data", str(data), "--out", str(folder / "run"), "--overwrite", "--quiet", *preset, *small)], \
-        folder / "run" / "metrics.json"
+    return [
+        clpft("run", "--data", str(data), "--out", str(folder / "run"), "--overwrite", "--quiet", *preset, *small)
+    ], folder / "run" / "metrics.json"
 
 
 def row_key(row: str, dataset: str, data: Path, command: list[list[str]]) -> str:
@@ -72,10 +85,17 @@ def row_key(row: str, dataset: str, data: Path, command: list[list[str]]) -> str
     from clpft.presets import PRESETS
 
     parts = {
-        "row": row, "dataset": dataset,
-        "data": [sha256_of(p) for p in sorted(data.rglob("*")) if p.is_file() and "raw" not in p.parts and p.suffix in (".jsonl", ".tsv")],
+        "row": row,
+        "dataset": dataset,
+        "data": [
+            sha256_of(p)
+            for p in sorted(data.rglob("*"))
+            if p.is_file() and "raw" not in p.parts and p.suffix in (".jsonl", ".tsv")
+        ],
         "command": [[part.replace(str(ROOT), ".") for part in c[1:]] for c in command],
-        "versions": {name: metadata.version(name) for name in ("torch", "transformers", "sentence-transformers", "clpft")},
+        "versions": {
+            name: metadata.version(name) for name in ("torch", "transformers", "sentence-transformers", "clpft")
+        },
     }
     if row in ("default", "paper"):
         parts["defaults"] = dataclasses.asdict(TrainConfig(preset="paper" if row == "paper" else "clpft"))
@@ -87,17 +107,19 @@ def row_key(row: str, dataset: str, data: Path, command: list[list[str]]) -> str
 
 def commit() -> str:
     done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "src", "benchmarks"], capture_output=True,
-                           text=True).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "src", "benchmarks"], capture_output=True, text=True
+    ).stdout.strip()
     return (done.stdout.strip() or "unknown") + ("+changes" if dirty else "")
 
 
-def run_row(row: str, dataset: str, out: Path, quick: bool) -> dict:
+def run_row(row: str, dataset: str, work: Path, cache: Path, quick: bool) -> dict:
+    """One row: its models and logs under WORK (runs/quality), its result (small, committed) under CACHE."""
     data = DATA / dataset
-    folder = out / "rows" / dataset / row
+    folder = work / "rows" / dataset / row
     command, metrics_file = commands(row, data, folder, quick)
     key = row_key(row, dataset, data, command)
-    cached = folder / "result.json"
+    cached = cache / dataset / f"{row}.json"
     if cached.is_file() and json.loads(cached.read_text()).get("key") == key:
         return json.loads(cached.read_text())
     folder.mkdir(parents=True, exist_ok=True)
@@ -108,41 +130,69 @@ def run_row(row: str, dataset: str, out: Path, quick: bool) -> dict:
         wall, peak = wall + seconds, max(peak, rss)
     report = json.loads(metrics_file.read_text())
     tested = report.get("finetuned", report)
-    result = {"key": key, "row": row, "dataset": dataset, "commit": commit(), "command": [" ".join(c[1:]) for c in command],
-              **{m: tested["metrics"][m] for m in METRICS}, "per_query_ndcg@10": {q: v["ndcg@10"] for q, v in tested["per_query"].items()},
-              "wall_s": round(wall, 1), "peak_rss_mb": round(peak, 1)}
+    result = {
+        "key": key,
+        "row": row,
+        "dataset": dataset,
+        "commit": commit(),
+        "command": [" ".join(c[1:]) for c in command],
+        **{m: tested["metrics"][m] for m in METRICS},
+        "per_query_ndcg@10": {q: v["ndcg@10"] for q, v in tested["per_query"].items()},
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": round(peak, 1),
+    }
     if row == "st-recipe":
         recipe = json.loads((folder / "model" / "recipe.json").read_text())
         result.update(mine_train_s=recipe["mining_and_training_seconds"], optimizer_steps=recipe["optimizer_steps"])
         result["model"] = str(folder / "model")
     elif row in ("default", "paper"):
         seconds = report["seconds"]
-        result.update(mine_train_s=round(seconds["corpus_encoding"] + seconds["mining"] + seconds["training"], 1),
-                      optimizer_steps=report["training"]["optimizer_steps"], guard=report["training"].get("guard", {}),
-                      base_ndcg10=report["base"]["metrics"]["ndcg@10"])
+        result.update(
+            mine_train_s=round(seconds["corpus_encoding"] + seconds["mining"] + seconds["training"], 1),
+            optimizer_steps=report["training"]["optimizer_steps"],
+            guard=report["training"].get("guard", {}),
+            base_ndcg10=report["base"]["metrics"]["ndcg@10"],
+        )
         result["model"] = str(folder / "run" / "model")
     result["model"] = result.get("model")
+    cached.parent.mkdir(parents=True, exist_ok=True)
     (cached.parent / (cached.name + ".tmp")).write_text(json.dumps(result, indent=2) + "\n")
     os.replace(cached.parent / (cached.name + ".tmp"), cached)
     return result
 
 
-def zero_shot(results: dict, out: Path) -> dict:
+def zero_shot(results: dict, work: Path, cache: Path) -> dict:
     trained_on, tested_on = ZERO_SHOT
     if trained_on not in results or not (DATA / tested_on).is_dir():
         return {}
     table = {}
     for row, result in results[trained_on].items():
-        folder = out / "rows" / f"{trained_on}-on-{tested_on}" / row
+        folder = work / "rows" / f"{trained_on}-on-{tested_on}" / row
         model = [] if row == "base" else ["--model", result["model"]]
-        command = clpft("eval", "--data", str(DATA / tested_on), "--out", str(folder / "metrics.json"), "--overwrite",
-                        "--quiet", *model)
+        command = clpft(
+            "eval",
+            "--data",
+            str(DATA / tested_on),
+            "--out",
+            str(folder / "metrics.json"),
+            "--overwrite",
+            "--quiet",
+            *model,
+        )
         key = hashlib.sha256((result["key"] + tested_on).encode()).hexdigest()[:16]
-        cached = folder / "result.json"
+        cached = cache / f"{trained_on}-on-{tested_on}" / f"{row}.json"
         if cached.is_file() and json.loads(cached.read_text()).get("key") == key:
             table[row] = json.loads(cached.read_text())
             continue
+        if model and not Path(result["model"]).is_dir():
+            print(
+                f"zero-shot {row}: its model is not on this machine (remove {cache / trained_on / row}.json to "
+                "retrain it); left out",
+                flush=True,
+            )
+            continue
         folder.mkdir(parents=True, exist_ok=True)
+        cached.parent.mkdir(parents=True, exist_ok=True)
         timed(command, folder / "log.txt")
         metrics = json.loads((folder / "metrics.json").read_text())["metrics"]
         table[row] = {"key": key, "ndcg@10": metrics["ndcg@10"], "commit": commit()}
@@ -163,38 +213,64 @@ def add_tests(results: dict) -> None:
                 row["p_vs_default"] = None
                 continue
             queries = sorted(default["per_query_ndcg@10"])
-            row["p_vs_default"] = round(paired_randomization_test(
-                [row["per_query_ndcg@10"].get(q, 0.0) for q in queries], [default["per_query_ndcg@10"][q] for q in queries]), 4)
+            row["p_vs_default"] = round(
+                paired_randomization_test(
+                    [row["per_query_ndcg@10"].get(q, 0.0) for q in queries],
+                    [default["per_query_ndcg@10"][q] for q in queries],
+                ),
+                4,
+            )
 
 
 def build_report(results: dict, shots: dict) -> dict:
     """quality.json: per dataset {"rows": {NAME: {"ndcg@10", ..., "p_vs_default", "wall_s", "peak_rss_mb", ...}}},
     and the top-level "zero_shot" table (per-query values stay in the cached rows)."""
-    report = {dataset: {"rows": {name: {k: v for k, v in row.items() if k != "per_query_ndcg@10"} for name, row in rows.items()}}
-              for dataset, rows in results.items()}
+    report = {
+        dataset: {
+            "rows": {name: {k: v for k, v in row.items() if k != "per_query_ndcg@10"} for name, row in rows.items()}
+        }
+        for dataset, rows in results.items()
+    }
     report["zero_shot"] = shots
     return report
 
 
 def markdown(results: dict, shots: dict, command: str) -> str:
-    lines = ["# Quality: clpft's default against sentence-transformers' recipe", "", f"`{command}`", "",
-             "Test splits, all-MiniLM-L6-v2 as packaged. p: paired randomisation test of per-query nDCG@10 against "
-             "the default row. wall: the row's own processes (for clpft rows: mining, training and both evaluations; "
-             "for st-recipe: its mining and training, then one evaluation); mine+train: without the evaluations.", ""]
+    lines = [
+        "# Quality: clpft's default against sentence-transformers' recipe",
+        "",
+        f"`{command}`",
+        "",
+        "Test splits, all-MiniLM-L6-v2 as packaged. p: paired randomisation test of per-query nDCG@10 against "
+        "the default row. wall: the row's own processes (for clpft rows: mining, training and both evaluations; "
+        "for st-recipe: its mining and training, then one evaluation); mine+train: without the evaluations.",
+        "",
+    ]
     for dataset, rows in results.items():
-        lines += [f"## {dataset}", "", "| row | nDCG@10 | nDCG@5 | recall@100 | MRR@10 | p vs default | wall s | "
-                  "mine+train s | peak MB | steps | saved (guard / merge) | commit |", "|" + "---|" * 12]
+        lines += [
+            f"## {dataset}",
+            "",
+            "| row | nDCG@10 | nDCG@5 | recall@100 | MRR@10 | p vs default | wall s | "
+            "mine+train s | peak MB | steps | saved (guard / merge) | commit |",
+            "|" + "---|" * 12,
+        ]
         for name, r in rows.items():
             guard = r.get("guard") or {}
             saved = guard.get("chosen", "-") if r.get("guard") is not None else "-"
             p = "-" if r.get("p_vs_default") is None else f"{r['p_vs_default']:.3g}"
-            lines.append(f"| {name} | {r['ndcg@10']:.4f} | {r['ndcg@5']:.4f} | {r['recall@100']:.4f} | {r['mrr@10']:.4f} "
-                         f"| {p} | {r['wall_s']:.0f} | {r.get('mine_train_s', '-')} | {r['peak_rss_mb']:.0f} | "
-                         f"{r.get('optimizer_steps', '-')} | {saved} | {r['commit']} |")
+            lines.append(
+                f"| {name} | {r['ndcg@10']:.4f} | {r['ndcg@5']:.4f} | {r['recall@100']:.4f} | {r['mrr@10']:.4f} "
+                f"| {p} | {r['wall_s']:.0f} | {r.get('mine_train_s', '-')} | {r['peak_rss_mb']:.0f} | "
+                f"{r.get('optimizer_steps', '-')} | {saved} | {r['commit']} |"
+            )
         lines.append("")
     if shots:
-        lines += [f"## Zero-shot: trained on {shots['trained_on']}, tested on {shots['tested_on']}", "",
-                  "| row | nDCG@10 | change vs the untouched model |", "|---|---|---|"]
+        lines += [
+            f"## Zero-shot: trained on {shots['trained_on']}, tested on {shots['tested_on']}",
+            "",
+            "| row | nDCG@10 | change vs the untouched model |",
+            "|---|---|---|",
+        ]
         for name, r in shots["rows"].items():
             lines.append(f"| {name} | {r['ndcg@10']:.4f} | {r['delta_vs_base']:+.4f} |")
     return "\n".join(lines) + "\n"
@@ -203,8 +279,11 @@ def markdown(results: dict, shots: dict, command: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="writes OUT/quality.json and OUT/quality.md")
-    parser.add_argument("--work", default=str(ROOT / "runs" / "quality"),
-                        help="where rows run and are cached (models, logs): WORK/rows/DATASET/ROW (default: runs/quality)")
+    parser.add_argument(
+        "--work",
+        default=str(ROOT / "runs" / "quality"),
+        help="where rows run and are cached (models, logs): WORK/rows/DATASET/ROW (default: runs/quality)",
+    )
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--quick", action="store_true", help="a smoke run: Cranfield, 16 training queries, 1 epoch")
@@ -217,9 +296,10 @@ def main() -> None:
     unknown = sorted(set(rows) - set(ROWS)) + sorted(set(datasets) - set(DATASETS))
     if unknown:
         raise SystemExit(f"unknown rows or datasets: {', '.join(unknown)}")
-    results = {dataset: {row: run_row(row, dataset, work, args.quick) for row in rows} for dataset in datasets}
+    cache = out / "rows"
+    results = {dataset: {row: run_row(row, dataset, work, cache, args.quick) for row in rows} for dataset in datasets}
     add_tests(results)
-    shots = {} if args.quick else zero_shot(results, work)
+    shots = {} if args.quick else zero_shot(results, work, cache)
     report = build_report(results, shots)
     command = "python benchmarks/quality.py " + " ".join(sys.argv[1:])
     write_json(out / "quality.json", report)

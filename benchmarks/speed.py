@@ -38,7 +38,11 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"
 # What the environment variables would set; clpft itself calls mallopt with the same values.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30), "MALLOC_TOP_PAD_": str(64 << 20)}
+MALLOC_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
+    "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+    "MALLOC_TOP_PAD_": str(64 << 20),
+}
 TRAIN_ROWS = {
     "clpft-clp-moe": dict(loss="clp", moe="intermediate", train_only="moe"),
     "clpft-clp-all": dict(loss="clp", moe="none", train_only="all"),
@@ -52,8 +56,13 @@ def machine() -> dict:
     mem_kb = next((int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
     import torch
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "memory_gib": round(mem_kb / 2**20, 1), "platform": platform.platform()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "platform": platform.platform(),
+    }
 
 
 def peak_rss_mb() -> float:
@@ -80,11 +89,15 @@ def training_examples(data: Path, count: int, seed: int = 0):
         qid = query_ids[k % len(query_ids)]
         pos = next(d for d, s in dataset.qrels[qid].items() if s > 0)
         negs = rng.sample(doc_ids, 4)
-        rows.append(TrainExample(
-            query=dataset.queries[qid], pos=[dataset.corpus[pos].full_text],
-            neg=[dataset.corpus[d].full_text for d in negs],
-            neg_q=[[dataset.queries[rng.choice(query_ids)]] for _ in negs], query_id=f"{qid}#{k}",
-        ))
+        rows.append(
+            TrainExample(
+                query=dataset.queries[qid],
+                pos=[dataset.corpus[pos].full_text],
+                neg=[dataset.corpus[d].full_text for d in negs],
+                neg_q=[[dataset.queries[rng.choice(query_ids)]] for _ in negs],
+                query_id=f"{qid}#{k}",
+            )
+        )
     return rows
 
 
@@ -112,11 +125,10 @@ def _step_timer():
 
 def worker_train(row: str, args: argparse.Namespace) -> dict:
     import torch
+    from sentence_transformers import SentenceTransformer
 
     import clpft
     import clpft.models
-
-    from sentence_transformers import SentenceTransformer
 
     examples = training_examples(Path(args.data), args.steps * args.batch_size * args.grad_accum, seed=args.seed)
     model = SentenceTransformer(str(clpft.models.default_model_path()))  # the same way for every row
@@ -141,9 +153,17 @@ def worker_train(row: str, args: argparse.Namespace) -> dict:
             return Timed, callback
 
         clpft.training._trainer_class = with_timer
-        config = TrainConfig(**TRAIN_ROWS[row], epochs=1.0, max_steps=args.steps, batch_size=args.batch_size,
-                             grad_accum=args.grad_accum, query_max_tokens=args.query_max_tokens,
-                             passage_max_tokens=args.passage_max_tokens, seed=args.seed, logging_steps=10**6)
+        config = TrainConfig(
+            **TRAIN_ROWS[row],
+            epochs=1.0,
+            max_steps=args.steps,
+            batch_size=args.batch_size,
+            grad_accum=args.grad_accum,
+            query_max_tokens=args.query_max_tokens,
+            passage_max_tokens=args.passage_max_tokens,
+            seed=args.seed,
+            logging_steps=10**6,
+        )
         result = train_model(model, examples, config, show_progress=False)
         stats = {"trainable_parameters": result.trainable_parameters}
     warm = args.warmup_steps
@@ -152,9 +172,16 @@ def worker_train(row: str, args: argparse.Namespace) -> dict:
     seconds = timer.times[-1] - timer.times[warm]
     steps = len(timer.times) - 1 - warm
     per_step = args.batch_size * args.grad_accum
-    return {"row": row, "optimizer_steps_timed": steps, "seconds_per_step": round(seconds / steps, 4),
-            "examples_per_second": round(steps * per_step / seconds, 4), "peak_rss_mb": peak_rss_mb(),
-            "rss_before_training_mb": rss_before, "torch_threads": torch.get_num_threads(), **stats}
+    return {
+        "row": row,
+        "optimizer_steps_timed": steps,
+        "seconds_per_step": round(seconds / steps, 4),
+        "examples_per_second": round(steps * per_step / seconds, 4),
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_before_training_mb": rss_before,
+        "torch_threads": torch.get_num_threads(),
+        **stats,
+    }
 
 
 def _train_st_mnrl(model, examples, args, timer) -> dict:
@@ -170,24 +197,37 @@ def _train_st_mnrl(model, examples, args, timer) -> dict:
         columns[f"negative_{k + 1}"] = [e.neg[k] for e in examples]
     with tempfile.TemporaryDirectory() as scratch:
         training_args = SentenceTransformerTrainingArguments(
-            output_dir=scratch, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
-            gradient_accumulation_steps=args.grad_accum, learning_rate=1e-5, warmup_steps=0, weight_decay=0.0,
-            save_strategy="no", report_to="none", logging_steps=10**6, disable_tqdm=True, seed=args.seed,
+            output_dir=scratch,
+            max_steps=args.steps,
+            per_device_train_batch_size=args.batch_size,
+            gradient_accumulation_steps=args.grad_accum,
+            learning_rate=1e-5,
+            warmup_steps=0,
+            weight_decay=0.0,
+            save_strategy="no",
+            report_to="none",
+            logging_steps=10**6,
+            disable_tqdm=True,
+            seed=args.seed,
         )
-        trainer = SentenceTransformerTrainer(model=model, args=training_args, train_dataset=Dataset.from_dict(columns),
-                                             loss=MultipleNegativesRankingLoss(model), callbacks=[timer])
+        trainer = SentenceTransformerTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=Dataset.from_dict(columns),
+            loss=MultipleNegativesRankingLoss(model),
+            callbacks=[timer],
+        )
         trainer.train()
     return {"trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
 def worker_encode(row: str, args: argparse.Namespace) -> dict:
     import torch
+    from sentence_transformers import SentenceTransformer
 
     import clpft
     import clpft.models
     from clpft.mining.encode import encode_texts
-
-    from sentence_transformers import SentenceTransformer
 
     texts = corpus_texts(Path(args.data), args.encode_texts)
     if row == "clpft-encode":  # clpft's encoder with its defaults, as `clpft mine` / `clpft eval` use it
@@ -201,13 +241,21 @@ def worker_encode(row: str, args: argparse.Namespace) -> dict:
 
         def encode(batch):
             return model.encode_document(batch, convert_to_numpy=True, normalize_embeddings=True)
+
     encode(texts[:32])  # warm-up
     started = time.perf_counter()
     embeddings = encode(texts)
     seconds = time.perf_counter() - started
-    return {"row": row, "texts": len(texts), "seconds": round(seconds, 2), "texts_per_second": round(len(texts) / seconds, 2),
-            "peak_rss_mb": peak_rss_mb(), "dim": int(embeddings.shape[1]), "torch_threads": torch.get_num_threads(),
-            "checksum": float(abs(embeddings).sum())}
+    return {
+        "row": row,
+        "texts": len(texts),
+        "seconds": round(seconds, 2),
+        "texts_per_second": round(len(texts) / seconds, 2),
+        "peak_rss_mb": peak_rss_mb(),
+        "dim": int(embeddings.shape[1]),
+        "torch_threads": torch.get_num_threads(),
+        "checksum": float(abs(embeddings).sum()),
+    }
 
 
 def worker_search(row: str, args: argparse.Namespace) -> dict:
@@ -223,7 +271,7 @@ def worker_search(row: str, args: argparse.Namespace) -> dict:
     corpus = np.empty((docs, dim), dtype=np.float32)
     for start in range(0, docs, 100_000):  # generated in slices: no float64 copy of the whole matrix
         block = rng.standard_normal((min(100_000, docs - start), dim), dtype=np.float32)
-        corpus[start:start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+        corpus[start : start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
     queries = rng.standard_normal((args.search_queries, dim), dtype=np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     rss_data = current_rss_mb()
@@ -234,9 +282,19 @@ def worker_search(row: str, args: argparse.Namespace) -> dict:
     for q in range(5):
         best = np.argsort(-(corpus @ queries[q]))[: args.top_k]
         assert set(best[:10].tolist()) == set(ids[q][:10].tolist()), "search is not exact"
-    return {"row": row, "backend": backend, "docs": docs, "dim": dim, "queries": len(queries), "top_k": args.top_k,
-            "seconds": round(seconds, 2), "peak_rss_mb": peak_rss_mb(), "rss_with_data_mb": rss_data,
-            "data_mb": round(corpus.nbytes / 2**20, 1), "torch_threads": torch.get_num_threads()}
+    return {
+        "row": row,
+        "backend": backend,
+        "docs": docs,
+        "dim": dim,
+        "queries": len(queries),
+        "top_k": args.top_k,
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_with_data_mb": rss_data,
+        "data_mb": round(corpus.nbytes / 2**20, 1),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 WORKERS = {"train": worker_train, "encode": worker_encode, "search": worker_search}
@@ -256,51 +314,90 @@ def run_worker(kind: str, row: str, args: argparse.Namespace, tuned_malloc: bool
     out = json.loads(result.stdout.strip().splitlines()[-1])
     out["malloc"] = "tuned" if tuned_malloc else "default"
     out["process_seconds"] = round(time.perf_counter() - started, 1)
-    print(f"  {kind:6} {row:24} {out['malloc']:7} " + ", ".join(
-        f"{k} {out[k]}" for k in ("examples_per_second", "seconds_per_step", "texts_per_second", "seconds", "peak_rss_mb") if k in out),
-        flush=True)
+    print(
+        f"  {kind:6} {row:24} {out['malloc']:7} "
+        + ", ".join(
+            f"{k} {out[k]}"
+            for k in ("examples_per_second", "seconds_per_step", "texts_per_second", "seconds", "peak_rss_mb")
+            if k in out
+        ),
+        flush=True,
+    )
     return out
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# clpft speed benchmark ({'quick' if report['quick'] else 'full'})", "",
-             f"{report['date']}, {report['machine']['cpu']}, {report['machine']['cores']} cores, "
-             f"torch threads {report['machine']['torch_threads']}; command `{report['command']}`; "
-             f"{report['seconds']:.0f} s in all.", "",
-             "## Ratios (measured in this run)", "", "| key | value | target |", "|---|---|---|"]
-    targets = {"train_speed_ratio": ">= 1.2", "train_memory_ratio": "<= 0.8", "encode_speed_ratio": ">= 1.0",
-               "train_speed_ratio_tuned": ">= 1.2", "train_memory_ratio_tuned": "<= 0.8"}
+    lines = [
+        f"# clpft speed benchmark ({'quick' if report['quick'] else 'full'})",
+        "",
+        f"{report['date']}, {report['machine']['cpu']}, {report['machine']['cores']} cores, "
+        f"torch threads {report['machine']['torch_threads']}; command `{report['command']}`; "
+        f"{report['seconds']:.0f} s in all.",
+        "",
+        "## Ratios (measured in this run)",
+        "",
+        "| key | value | target |",
+        "|---|---|---|",
+    ]
+    targets = {
+        "train_speed_ratio": ">= 1.2",
+        "train_memory_ratio": "<= 0.8",
+        "encode_speed_ratio": ">= 1.0",
+        "train_speed_ratio_tuned": ">= 1.2",
+        "train_memory_ratio_tuned": "<= 0.8",
+    }
     for key, target in targets.items():
         if key in report:
             lines.append(f"| `{key}` | {report[key]:.3f} | {target} |")
-    lines += ["", f"## Training (batch {report['settings']['batch_size']} x accumulation {report['settings']['grad_accum']}, "
-              f"1 positive + 4 negatives, every negative with one own query, query/passage max "
-              f"{report['settings']['query_max_tokens']}/{report['settings']['passage_max_tokens']} tokens, "
-              f"{report['settings']['steps']} optimizer steps, first {report['settings']['warmup_steps']} not timed)", "",
-              "| row | malloc | examples/s | s/step | peak RSS MB | trainable params |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"## Training (batch {report['settings']['batch_size']} x accumulation {report['settings']['grad_accum']}, "
+        f"1 positive + 4 negatives, every negative with one own query, query/passage max "
+        f"{report['settings']['query_max_tokens']}/{report['settings']['passage_max_tokens']} tokens, "
+        f"{report['settings']['steps']} optimizer steps, first {report['settings']['warmup_steps']} not timed)",
+        "",
+        "| row | malloc | examples/s | s/step | peak RSS MB | trainable params |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in report["train"] or []:
-        lines.append(f"| {r['row']} | {r['malloc']} | {r['examples_per_second']:.3f} | {r['seconds_per_step']:.3f} | "
-                     f"{r['peak_rss_mb']:.0f} | {r['trainable_parameters']:,} |")
-    lines += ["", f"## Encoding ({report['settings']['encode_texts']} corpus texts, passage max "
-              f"{report['settings']['passage_max_tokens']} tokens; clpft: its defaults (token-budget batches); "
-              "sentence-transformers: `encode_document` with its default batch size)", "",
-              "| row | texts/s | seconds | peak RSS MB |", "|---|---|---|---|"]
+        lines.append(
+            f"| {r['row']} | {r['malloc']} | {r['examples_per_second']:.3f} | {r['seconds_per_step']:.3f} | "
+            f"{r['peak_rss_mb']:.0f} | {r['trainable_parameters']:,} |"
+        )
+    lines += [
+        "",
+        f"## Encoding ({report['settings']['encode_texts']} corpus texts, passage max "
+        f"{report['settings']['passage_max_tokens']} tokens; clpft: its defaults (token-budget batches); "
+        "sentence-transformers: `encode_document` with its default batch size)",
+        "",
+        "| row | texts/s | seconds | peak RSS MB |",
+        "|---|---|---|---|",
+    ]
     for r in report["encode"]:
         lines.append(f"| {r['row']} | {r['texts_per_second']:.1f} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} |")
     if report.get("search"):
-        lines += ["", f"## Mining search (exact top-{report['settings']['top_k']}, "
-                  f"{report['settings']['search_queries']:,} random unit queries, float32)", "",
-                  "| backend | docs | dim | seconds | data MB | peak RSS MB |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## Mining search (exact top-{report['settings']['top_k']}, "
+            f"{report['settings']['search_queries']:,} random unit queries, float32)",
+            "",
+            "| backend | docs | dim | seconds | data MB | peak RSS MB |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in report["search"]:
-            lines.append(f"| {r['backend']} | {r['docs']:,} | {r['dim']} | {r['seconds']:.1f} | {r['data_mb']:.0f} | "
-                         f"{r['peak_rss_mb']:.0f} |")
+            lines.append(
+                f"| {r['backend']} | {r['docs']:,} | {r['dim']} | {r['seconds']:.1f} | {r['data_mb']:.0f} | "
+                f"{r['peak_rss_mb']:.0f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="reduced sizes: under 10 minutes on a 2-core machine")
-    parser.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/speed[_quick].json); a .md beside it")
+    parser.add_argument(
+        "--out", default=None, help="JSON file (default: benchmarks/results/speed[_quick].json); a .md beside it"
+    )
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="BEIR folder the texts come from")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per training row")
     parser.add_argument("--warmup-steps", type=int, default=2, help="first optimizer steps not timed")
@@ -311,11 +408,18 @@ def main() -> None:
     parser.add_argument("--encode-texts", type=int, default=None)
     parser.add_argument("--search-queries", type=int, default=10_000)
     parser.add_argument("--top-k", type=int, default=50)
-    parser.add_argument("--search", default=None,
-                        help="comma-separated backend:docs:dim cases (default: quick 100k x 384; full 100k and 1M x 384 and 1024)")
+    parser.add_argument(
+        "--search",
+        default=None,
+        help="comma-separated backend:docs:dim cases (default: quick 100k x 384; full 100k and 1M x 384 and 1024)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", choices=("train", "encode", "search"), default=None,
-                        help="run one part (its keys only); the ratios need train and encode")
+    parser.add_argument(
+        "--only",
+        choices=("train", "encode", "search"),
+        default=None,
+        help="run one part (its keys only); the ratios need train and encode",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.steps = args.steps or (7 if args.quick else 25)
@@ -330,30 +434,62 @@ def main() -> None:
         print(json.dumps(WORKERS[kind](row, args)))
         return
 
-    keep = ("--data", "--steps", "--warmup-steps", "--batch-size", "--grad-accum", "--query-max-tokens",
-            "--passage-max-tokens", "--encode-texts", "--search-queries", "--top-k", "--seed")
+    keep = (
+        "--data",
+        "--steps",
+        "--warmup-steps",
+        "--batch-size",
+        "--grad-accum",
+        "--query-max-tokens",
+        "--passage-max-tokens",
+        "--encode-texts",
+        "--search-queries",
+        "--top-k",
+        "--seed",
+    )
     args.passthrough = [x for flag in keep for x in (flag, str(getattr(args, flag.lstrip("-").replace("-", "_"))))]
     started = time.perf_counter()
-    report: dict = {"date": datetime.date.today().isoformat(), "command": " ".join(["python", *sys.argv]),
-                    "quick": args.quick, "machine": machine(),
-                    "settings": {k.lstrip("-").replace("-", "_"): getattr(args, k.lstrip("-").replace("-", "_")) for k in keep}}
+    report: dict = {
+        "date": datetime.date.today().isoformat(),
+        "command": " ".join(["python", *sys.argv]),
+        "quick": args.quick,
+        "machine": machine(),
+        "settings": {k.lstrip("-").replace("-", "_"): getattr(args, k.lstrip("-").replace("-", "_")) for k in keep},
+    }
     report["train"], report["encode"], report["search"] = [], [], []
     print("training", flush=True)
-    report["train"] = [] if args.only not in (None, "train") else [run_worker("train", row, args, False) for row in TRAIN_ROWS]
+    report["train"] = (
+        [] if args.only not in (None, "train") else [run_worker("train", row, args, False) for row in TRAIN_ROWS]
+    )
     # A second round of the pair the ratio compares, in the other order: this VM's run-to-run noise is
     # ~10%, so each row's ratio uses its better round (as timeit takes the best repeat).
     if args.only in (None, "train"):
         report["train"] += [run_worker("train", row, args, False) for row in ("st-mnrl", "clpft-clp-moe")]
-    if not args.quick and args.only in (None, "train"):  # the allocator-tuning pairing (clpft.runtime.tune_malloc, opt-in)
+    if not args.quick and args.only in (
+        None,
+        "train",
+    ):  # the allocator-tuning pairing (clpft.runtime.tune_malloc, opt-in)
         report["train"] += [run_worker("train", row, args, True) for row in ("clpft-clp-moe", "st-mnrl")]
     print("encoding", flush=True)
-    report["encode"] = [] if args.only not in (None, "encode") else [run_worker("encode", row, args, False) for row in ("clpft-encode", "st-encode", "st-encode", "clpft-encode")]
-    cases = args.search or ("faiss:100000:384,torch:100000:384" if args.quick else
-                            "faiss:100000:384,torch:100000:384,faiss:100000:1024,torch:100000:1024,"
-                            "faiss:1000000:384,torch:1000000:384,faiss:1000000:1024,torch:1000000:1024")
+    report["encode"] = (
+        []
+        if args.only not in (None, "encode")
+        else [
+            run_worker("encode", row, args, False) for row in ("clpft-encode", "st-encode", "st-encode", "clpft-encode")
+        ]
+    )
+    cases = args.search or (
+        "faiss:100000:384,torch:100000:384"
+        if args.quick
+        else "faiss:100000:384,torch:100000:384,faiss:100000:1024,torch:100000:1024,"
+        "faiss:1000000:384,torch:1000000:384,faiss:1000000:1024,torch:1000000:1024"
+    )
     print("mining search", flush=True)
-    report["search"] = [] if args.only not in (None, "search") else [
-        run_worker("search", case, args, False) for case in cases.split(",") if case]
+    report["search"] = (
+        []
+        if args.only not in (None, "search")
+        else [run_worker("search", case, args, False) for case in cases.split(",") if case]
+    )
 
     def best(rows, name, key, malloc="default"):
         values = [r[key] for r in rows if r["row"] == name and r["malloc"] == malloc]
@@ -364,11 +500,17 @@ def main() -> None:
         theirs = best(report["train"], "st-mnrl", "examples_per_second", malloc)
         if ours and theirs:
             report[f"train_speed_ratio{suffix}"] = round(ours / theirs, 4)
-            report[f"train_memory_ratio{suffix}"] = round(best(report["train"], "clpft-clp-moe", "peak_rss_mb", malloc)
-                                                          / best(report["train"], "st-mnrl", "peak_rss_mb", malloc), 4)
+            report[f"train_memory_ratio{suffix}"] = round(
+                best(report["train"], "clpft-clp-moe", "peak_rss_mb", malloc)
+                / best(report["train"], "st-mnrl", "peak_rss_mb", malloc),
+                4,
+            )
     if report["encode"]:
-        report["encode_speed_ratio"] = round(best(report["encode"], "clpft-encode", "texts_per_second")
-                                             / best(report["encode"], "st-encode", "texts_per_second"), 4)
+        report["encode_speed_ratio"] = round(
+            best(report["encode"], "clpft-encode", "texts_per_second")
+            / best(report["encode"], "st-encode", "texts_per_second"),
+            4,
+        )
     report["seconds"] = round(time.perf_counter() - started, 1)
     name = f"speed{'_quick' if args.quick else ''}{'_' + args.only if args.only else ''}"
     out = Path(args.out) if args.out else RESULTS / f"{name}.json"

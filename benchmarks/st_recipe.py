@@ -34,7 +34,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.base.sampler import BatchSamplers
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from sentence_transformers.util import mine_hard_negatives
@@ -51,28 +55,51 @@ def main() -> None:
             pairs["anchor"].append(data.queries[query_id])
             pairs["positive"].append(data.corpus[doc_id].full_text)
     corpus = [doc.full_text for doc in data.corpus.values()]
-    mined = mine_hard_negatives(Dataset.from_dict(pairs), model, corpus=corpus, range_min=0, range_max=50,
-                                num_negatives=4, sampling_strategy="top", output_format="n-tuple", verbose=False)
+    mined = mine_hard_negatives(
+        Dataset.from_dict(pairs),
+        model,
+        corpus=corpus,
+        range_min=0,
+        range_max=50,
+        num_negatives=4,
+        sampling_strategy="top",
+        output_format="n-tuple",
+        verbose=False,
+    )
     mining_seconds = time.perf_counter() - started
 
     out = Path(args.out)
     training_args = SentenceTransformerTrainingArguments(
-        output_dir=str(out.with_name(out.name + ".trainer")), num_train_epochs=args.epochs, max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size, learning_rate=args.lr, warmup_ratio=0.1,
-        batch_sampler=BatchSamplers.NO_DUPLICATES, seed=args.seed, save_strategy="no", report_to="none",
-        logging_steps=50, disable_tqdm=True,
+        output_dir=str(out.with_name(out.name + ".trainer")),
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.lr,
+        warmup_ratio=0.1,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        seed=args.seed,
+        save_strategy="no",
+        report_to="none",
+        logging_steps=50,
+        disable_tqdm=True,
     )
-    trainer = SentenceTransformerTrainer(model=model, args=training_args, train_dataset=mined,
-                                         loss=MultipleNegativesRankingLoss(model))
+    trainer = SentenceTransformerTrainer(
+        model=model, args=training_args, train_dataset=mined, loss=MultipleNegativesRankingLoss(model)
+    )
     trained = time.perf_counter()
     trainer.train()
     training_seconds = time.perf_counter() - trained
     model.save(str(out), safe_serialization=True)
-    record = {"pairs": len(pairs["anchor"]), "mined_rows": len(mined), "optimizer_steps": trainer.state.global_step,
-              "mining_seconds": round(mining_seconds, 1), "training_seconds": round(training_seconds, 1),
-              "mining_and_training_seconds": round(time.perf_counter() - started, 1),
-              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-              "max_seq_length": model.max_seq_length}
+    record = {
+        "pairs": len(pairs["anchor"]),
+        "mined_rows": len(mined),
+        "optimizer_steps": trainer.state.global_step,
+        "mining_seconds": round(mining_seconds, 1),
+        "training_seconds": round(training_seconds, 1),
+        "mining_and_training_seconds": round(time.perf_counter() - started, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "max_seq_length": model.max_seq_length,
+    }
     (out / "recipe.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record))
 

@@ -79,15 +79,26 @@ def main() -> None:
     parser.add_argument("--val-fraction", type=float, default=0.5, help="share of them held out for validation")
     parser.add_argument("--epochs", default="1", help="training epochs per run")
     parser.add_argument("--passage-max-tokens", default="128", help="passage length limit (mining and training)")
-    parser.add_argument("--val-corpus", action="store_true",
-                        help="validation queries rank the whole corpus (as the test does), not the pool of their "
-                             "positives and mined negatives")
+    parser.add_argument(
+        "--val-corpus",
+        action="store_true",
+        help="validation queries rank the whole corpus (as the test does), not the pool of their "
+        "positives and mined negatives",
+    )
     parser.add_argument("--model", default=None, help="model folder (default: the packaged all-MiniLM-L6-v2)")
-    parser.add_argument("--neg-queries", default="qrels",
-                        help="where the mined negatives' own queries come from (`clpft mine --neg-queries`)")
+    parser.add_argument(
+        "--neg-queries",
+        default="qrels",
+        help="where the mined negatives' own queries come from (`clpft mine --neg-queries`)",
+    )
     parser.add_argument("--seed", default="42")
-    parser.add_argument("--run", action="append", default=None, metavar="ROW:key=value,...",
-                        help="a run of the grid (repeatable; default: the built-in grid)")
+    parser.add_argument(
+        "--run",
+        action="append",
+        default=None,
+        metavar="ROW:key=value,...",
+        help="a run of the grid (repeatable; default: the built-in grid)",
+    )
     args = parser.parse_args()
 
     out = Path(args.out)
@@ -97,9 +108,25 @@ def main() -> None:
     common = ["--passage-max-tokens", args.passage_max_tokens, "--seed", args.seed]
     tuning_set = out / "tune.jsonl"
     if not tuning_set.is_file():
-        _run([*clpft, "mine", "--data", args.data, "--split", args.split, "--out", str(tuning_set),
-                        "--max-train-queries", str(args.max_train_queries), "--neg-queries", args.neg_queries, "--quiet",
-                        *model, *common])
+        _run(
+            [
+                *clpft,
+                "mine",
+                "--data",
+                args.data,
+                "--split",
+                args.split,
+                "--out",
+                str(tuning_set),
+                "--max-train-queries",
+                str(args.max_train_queries),
+                "--neg-queries",
+                args.neg_queries,
+                "--quiet",
+                *model,
+                *common,
+            ]
+        )
 
     results_file = out / "tuning.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {"runs": []}
@@ -110,22 +137,56 @@ def main() -> None:
         row, settings = parse_run(spec)
         folder = out / "runs" / spec.replace(":", "_").replace(",", "_").replace("=", "-")
         started = time.perf_counter()
-        _run([*clpft, "train", "--train", str(tuning_set), "--out", str(folder), "--overwrite", "--quiet",
-                        "--preset", "paper", *train_flags(row, settings), "--epochs", args.epochs,
-                        "--val-fraction", str(args.val_fraction), "--eval-steps", "100000", *model, *common,
-                        *(["--val-corpus", args.data] if args.val_corpus else [])],
-                       stdout=subprocess.DEVNULL)
+        _run(
+            [
+                *clpft,
+                "train",
+                "--train",
+                str(tuning_set),
+                "--out",
+                str(folder),
+                "--overwrite",
+                "--quiet",
+                "--preset",
+                "paper",
+                *train_flags(row, settings),
+                "--epochs",
+                args.epochs,
+                "--val-fraction",
+                str(args.val_fraction),
+                "--eval-steps",
+                "100000",
+                *model,
+                *common,
+                *(["--val-corpus", args.data] if args.val_corpus else []),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         training = json.loads((folder / "training.json").read_text())
         final = training["val_history"][-1]
-        results["runs"].append({
-            "run": spec, "row": row, "settings": settings, "val_ndcg@10": final["ndcg@10"], "val_mrr@10": final.get("mrr@10"),
-            "train_examples": training["examples"], "val_queries": training["val_queries"],
-            "optimizer_steps": training["optimizer_steps"], "seconds": round(time.perf_counter() - started, 1),
-        })
+        results["runs"].append(
+            {
+                "run": spec,
+                "row": row,
+                "settings": settings,
+                "val_ndcg@10": final["ndcg@10"],
+                "val_mrr@10": final.get("mrr@10"),
+                "train_examples": training["examples"],
+                "val_queries": training["val_queries"],
+                "optimizer_steps": training["optimizer_steps"],
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
         shutil.rmtree(folder)  # the scores are what tuning needs; the weights are 90 MB a run
-        results.update(data=args.data, val_fraction=args.val_fraction, val_corpus="whole corpus" if args.val_corpus else "pool", epochs=args.epochs,
-                       max_train_queries=args.max_train_queries, passage_max_tokens=args.passage_max_tokens,
-                       neg_queries=args.neg_queries)
+        results.update(
+            data=args.data,
+            val_fraction=args.val_fraction,
+            val_corpus="whole corpus" if args.val_corpus else "pool",
+            epochs=args.epochs,
+            max_train_queries=args.max_train_queries,
+            passage_max_tokens=args.passage_max_tokens,
+            neg_queries=args.neg_queries,
+        )
         write_json(results_file, results)
         print(f"{spec}: val nDCG@10 {final['ndcg@10']:.4f} ({results['runs'][-1]['seconds']:.0f} s)", flush=True)
     write_text(out / "tuning.md", markdown(results))
@@ -138,16 +199,25 @@ def collect(folders: list[str], out: Path) -> None:
     for folder in folders:
         results = json.loads((Path(folder) / "tuning.json").read_text())
         runs = " ".join(f"--run {r['run']}" for r in results["runs"])
-        command = (f"python benchmarks/tune_presets.py --data {results['data']} --out {folder} --max-train-queries "
-                   f"{results['max_train_queries']} --val-fraction {results['val_fraction']} --epochs {results['epochs']} "
-                   f"{'--val-corpus ' if results.get('val_corpus') == 'whole corpus' else ''}"
-                   f"{'--neg-queries ' + results['neg_queries'] + ' ' if results.get('neg_queries', 'qrels') != 'qrels' else ''}"
-                   f"--passage-max-tokens {results['passage_max_tokens']} {runs}")
+        source = results.get("neg_queries", "qrels")
+        neg_queries_flag = f"--neg-queries {source} " if source != "qrels" else ""
+        command = (
+            f"python benchmarks/tune_presets.py --data {results['data']} --out {folder} --max-train-queries "
+            f"{results['max_train_queries']} --val-fraction {results['val_fraction']} --epochs {results['epochs']} "
+            f"{'--val-corpus ' if results.get('val_corpus') == 'whole corpus' else ''}"
+            f"{neg_queries_flag}"
+            f"--passage-max-tokens {results['passage_max_tokens']} {runs}"
+        )
         whole = results.get("val_corpus") == "whole corpus"
         source = results.get("neg_queries", "qrels")
-        sections += [f"## {Path(results['data']).name}{', validation on the whole corpus' if whole else ''}"
-                     f"{f', own queries of negatives: {source}' if source != 'qrels' else ''}", "",
-                     f"`{command}`", "", markdown(results)]
+        sections += [
+            f"## {Path(results['data']).name}{', validation on the whole corpus' if whole else ''}"
+            f"{f', own queries of negatives: {source}' if source != 'qrels' else ''}",
+            "",
+            f"`{command}`",
+            "",
+            markdown(results),
+        ]
         everything[str(folder)] = results
     notes = HERE / "tuning_notes.md"
     text = "# Tuning clpft's defaults on validation splits\n\n" + (notes.read_text() + "\n" if notes.is_file() else "")
@@ -159,10 +229,12 @@ def markdown(results: dict) -> str:
     runs = results["runs"]
     seconds = sum(r["seconds"] for r in runs)
     examples = sum(r["train_examples"] * float(results["epochs"]) for r in runs if r["row"] != "base")
+    pool = results.get("val_corpus", "pool")
+    ranked = pool + (" (their positives and mined negatives)" if pool == "pool" else "")
     lines = [
         f"Tuning on {results['data']}: {runs[0]['train_examples'] if runs else 0} training queries, "
-        f"{runs[0]['val_queries'] if runs else 0} held-out validation queries (--val-fraction {results['val_fraction']}) "
-        f"ranking {results.get('val_corpus', 'pool')}{' (their positives and mined negatives)' if results.get('val_corpus', 'pool') == 'pool' else ''}, "
+        f"{runs[0]['val_queries'] if runs else 0} held-out validation queries "
+        f"(--val-fraction {results['val_fraction']}) ranking {ranked}, "
         f"{results['epochs']} epoch(s), passages cut at {results['passage_max_tokens']} tokens, "
         f"negatives' own queries from {results.get('neg_queries', 'qrels')}. "
         f"Budget: {len(runs)} runs, {examples:.0f} training examples, {seconds / 60:.1f} min.",
@@ -171,7 +243,10 @@ def markdown(results: dict) -> str:
         "|---|---|---|---|---|",
     ]
     for r in sorted(runs, key=lambda r: (r["row"], -r["val_ndcg@10"])):
-        lines.append(f"| {r['run']} | {r['val_ndcg@10']:.4f} | {(r['val_mrr@10'] or 0):.4f} | {r['optimizer_steps']} | {r['seconds']:.0f} |")
+        lines.append(
+            f"| {r['run']} | {r['val_ndcg@10']:.4f} | {(r['val_mrr@10'] or 0):.4f} | {r['optimizer_steps']} "
+            f"| {r['seconds']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

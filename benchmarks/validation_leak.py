@@ -26,8 +26,10 @@ from clpft.mining.negatives import sample_queries
 from clpft.models import load_model
 from clpft.training import split_validation
 
-SETUPS = [("tuning rounds: 200 sampled queries, --val-fraction 0.5", 200, 0.5),
-          ("whole training split, --val-fraction 0.2", None, 0.2)]
+SETUPS = [
+    ("tuning rounds: 200 sampled queries, --val-fraction 0.5", 200, 0.5),
+    ("whole training split, --val-fraction 0.2", None, 0.2),
+]
 
 
 def leak(examples, fraction: float, seed: int = 42) -> dict:
@@ -41,9 +43,14 @@ def leak(examples, fraction: float, seed: int = 42) -> dict:
         return len(texts), mentions
 
     leaked_queries, mentions = counted(train_before)
-    return {"held_out": len(held_out), "training_rows": len(train_before), "held_out_queries_trained_on": leaked_queries,
-            "share_of_held_out": round(leaked_queries / len(held_out), 4), "own_query_mentions": mentions,
-            "after_fix": counted(train_after)[0]}
+    return {
+        "held_out": len(held_out),
+        "training_rows": len(train_before),
+        "held_out_queries_trained_on": leaked_queries,
+        "share_of_held_out": round(leaked_queries / len(held_out), 4),
+        "own_query_mentions": mentions,
+        "after_fix": counted(train_after)[0],
+    }
 
 
 def main() -> None:
@@ -61,8 +68,14 @@ def main() -> None:
             examples = read_train_jsonl(mined)
         else:
             model = model or load_model()
-            examples, _ = mine_negatives(model, load_dataset(data, "train"), num_negatives=4, seed=42,
-                                         passage_max_tokens=128, show_progress=False)
+            examples, _ = mine_negatives(
+                model,
+                load_dataset(data, "train"),
+                num_negatives=4,
+                seed=42,
+                passage_max_tokens=128,
+                show_progress=False,
+            )
             mined.parent.mkdir(parents=True, exist_ok=True)
             write_train_jsonl(mined, examples)
         by_id = {e.query_id: e for e in examples}
@@ -71,14 +84,20 @@ def main() -> None:
             ids = sample_queries(load_dataset(data, "train"), sample, 42)
             results[name][label] = leak([by_id[q] for q in ids], fraction)
         print(name, json.dumps(results[name]), flush=True)
-    lines = ["# Validation queries trained on through the negatives' own queries (before the fix)", "",
-             f"`python benchmarks/validation_leak.py {' '.join('--data ' + d for d in args.data)} --out {args.out}`", "",
-             "| dataset | set-up | held-out queries | of them in training rows' own queries | mentions | after the fix |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "# Validation queries trained on through the negatives' own queries (before the fix)",
+        "",
+        f"`python benchmarks/validation_leak.py {' '.join('--data ' + d for d in args.data)} --out {args.out}`",
+        "",
+        "| dataset | set-up | held-out queries | of them in training rows' own queries | mentions | after the fix |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, setups in results.items():
         for label, r in setups.items():
-            lines.append(f"| {name} | {label} | {r['held_out']} | {r['held_out_queries_trained_on']} "
-                         f"({100 * r['share_of_held_out']:.0f}%) | {r['own_query_mentions']} | {r['after_fix']} |")
+            lines.append(
+                f"| {name} | {label} | {r['held_out']} | {r['held_out_queries_trained_on']} "
+                f"({100 * r['share_of_held_out']:.0f}%) | {r['own_query_mentions']} | {r['after_fix']} |"
+            )
     write_json(Path(args.out).with_suffix(".json"), results)
     write_text(Path(args.out).with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))

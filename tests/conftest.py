@@ -88,11 +88,31 @@ def tiny_beir(tmp_path) -> Path:
 
 def make_tiny_beir(folder: Path) -> Path:
     """The ``tiny_beir`` dataset, written to ``folder``."""
-    topics = ["protein cell", "cancer risk", "vitamin heart", "blood brain", "wing flow", "air pressure",
-              "shock boundary layer", "heat speed", "water light", "sun moon", "gene mice", "drug treatment"]
+    topics = [
+        "protein cell",
+        "cancer risk",
+        "vitamin heart",
+        "blood brain",
+        "wing flow",
+        "air pressure",
+        "shock boundary layer",
+        "heat speed",
+        "water light",
+        "sun moon",
+        "gene mice",
+        "drug treatment",
+    ]
     corpus = [{"_id": f"d{i + 1}", "title": t, "text": f"the study of {t} in patients"} for i, t in enumerate(topics)]
     queries = [{"_id": f"q{i + 1}", "text": f"what is {topics[i]}"} for i in range(8)]
-    train = [("q1", "d1", 1), ("q2", "d1", 1), ("q2", "d2", 1), ("q3", "d3", 1), ("q4", "d4", 2),
-             ("q5", "d5", 1), ("q6", "d6", 1), ("q6", "d3", 1)]
+    train = [
+        ("q1", "d1", 1),
+        ("q2", "d1", 1),
+        ("q2", "d2", 1),
+        ("q3", "d3", 1),
+        ("q4", "d4", 2),
+        ("q5", "d5", 1),
+        ("q6", "d6", 1),
+        ("q6", "d3", 1),
+    ]
     test = [("q7", "d7", 1), ("q8", "d8", 1), ("q8", "d9", 0)]
     return write_beir(folder, corpus, queries, {"train": train, "test": test})

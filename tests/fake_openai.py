@@ -39,9 +39,12 @@ class FakeOpenAI:
                 prompt = body["messages"][0]["content"]
                 topic = prompt.rsplit("Document:", 1)[-1].split()[0:3]
                 content = "not json at all {" if mode == "bad" else None
-                payload = {"choices": [{"message": {"content": json.dumps(
-                    [f"what about {' '.join(topic)} {k}" for k in range(3)])}}],
-                    "usage": {"prompt_tokens": 50, "completion_tokens": 12}}
+                payload = {
+                    "choices": [
+                        {"message": {"content": json.dumps([f"what about {' '.join(topic)} {k}" for k in range(3)])}}
+                    ],
+                    "usage": {"prompt_tokens": 50, "completion_tokens": 12},
+                }
                 data = content.encode() if content else json.dumps(payload).encode()
                 try:
                     self.send_response(200)

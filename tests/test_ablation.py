@@ -11,8 +11,24 @@ from clpft.presets import PRESETS
 
 def test_ablation_report_and_cache(tiny_model_dir, tiny_beir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "ladder"
-    args = ["ablation", "--data", str(tiny_beir), "--out", str(out), "--model", str(tiny_model_dir),
-            "--rows", "base,ance-clp-moe,ance-infonce", "--num-negatives", "2", "--epochs", "1", "--lr", "1e-3", "--quiet"]
+    args = [
+        "ablation",
+        "--data",
+        str(tiny_beir),
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+        "--rows",
+        "base,ance-clp-moe,ance-infonce",
+        "--num-negatives",
+        "2",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-3",
+        "--quiet",
+    ]
     assert main(args) == 0
     assert {"report.md", "report.json", "report.png"} <= {p.name for p in out.iterdir()}
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -25,7 +41,10 @@ def test_ablation_report_and_cache(tiny_model_dir, tiny_beir, tmp_path, capsys, 
 
     # the report's numbers are what `clpft eval` gives for the saved model
     model = out / "rows" / "ance-clp-moe" / "seed42" / "model"
-    assert main(["eval", "--data", str(tiny_beir), "--model", str(model), "--out", str(tmp_path / "m.json"), "--quiet"]) == 0
+    assert (
+        main(["eval", "--data", str(tiny_beir), "--model", str(model), "--out", str(tmp_path / "m.json"), "--quiet"])
+        == 0
+    )
     evaluated = json.loads((tmp_path / "m.json").read_text())["metrics"]
     for metric, value in evaluated.items():
         assert rows["ance-clp-moe"]["metrics"][metric]["mean"] == value
@@ -49,9 +68,12 @@ def test_ablation_report_and_cache(tiny_model_dir, tiny_beir, tmp_path, capsys, 
     from clpft import ablation
 
     resolved = ablation._mine_options
-    monkeypatch.setattr(ablation, "_mine_options", lambda mine_args: ({**resolved(mine_args)[0], "rank_to": 7},
-                                                                      resolved(mine_args)[1]))
-    stamps = {p: p.stat().st_mtime_ns for p in [*out.glob("rows/*/seed*/result.json"), out / "data" / "ance" / "result.json"]}
+    monkeypatch.setattr(
+        ablation, "_mine_options", lambda mine_args: ({**resolved(mine_args)[0], "rank_to": 7}, resolved(mine_args)[1])
+    )
+    stamps = {
+        p: p.stat().st_mtime_ns for p in [*out.glob("rows/*/seed*/result.json"), out / "data" / "ance" / "result.json"]
+    }
     assert main(args) == 0
     changed = {p.parent.parent.name for p, stamp in stamps.items() if p.stat().st_mtime_ns != stamp}
     assert changed == {"ance-clp-moe", "ance-infonce", "data"}
@@ -78,15 +100,28 @@ def test_report_tests_every_row_against_st_mnrl_too():
     from clpft.evaluation.metrics import METRICS
 
     def result(row, scores):
-        return [{"row": row, "seed": 42, "metrics": {m: sum(scores) / len(scores) for m in METRICS},
-                 "per_query_ndcg@10": {f"q{i}": v for i, v in enumerate(scores)}, "trainable_parameters": 1,
-                 "train_seconds": 1.0, "peak_rss_mb": None}]
+        return [
+            {
+                "row": row,
+                "seed": 42,
+                "metrics": {m: sum(scores) / len(scores) for m in METRICS},
+                "per_query_ndcg@10": {f"q{i}": v for i, v in enumerate(scores)},
+                "trainable_parameters": 1,
+                "train_seconds": 1.0,
+                "peak_rss_mb": None,
+            }
+        ]
 
-    results = {"base": result("base", [0.1, 0.2, 0.3, 0.4]), "ance-clp-moe": result("ance-clp-moe", [0.5, 0.6, 0.7, 0.8]),
-               "st-mnrl": result("st-mnrl", [0.5, 0.6, 0.7, 0.8])}
+    results = {
+        "base": result("base", [0.1, 0.2, 0.3, 0.4]),
+        "ance-clp-moe": result("ance-clp-moe", [0.5, 0.6, 0.7, 0.8]),
+        "st-mnrl": result("st-mnrl", [0.5, 0.6, 0.7, 0.8]),
+    }
     report = build_report(results, AblationOptions(data="d", out="o"))
     rows = {row["row"]: row for row in report["rows"]}
     assert set(rows["ance-clp-moe"]["p_value"]) == {"base", "st-mnrl"}
     assert rows["ance-clp-moe"]["p_value"]["st-mnrl"] == 1.0  # identical per-query scores
-    assert rows["ance-clp-moe"]["p_value"]["base"] == 0.125  # 4 queries, all better: 2 of the 16 sign flips are as extreme
+    assert (
+        rows["ance-clp-moe"]["p_value"]["base"] == 0.125
+    )  # 4 queries, all better: 2 of the 16 sign flips are as extreme
     assert "| p vs base | p vs st-mnrl |" in report_markdown(report)

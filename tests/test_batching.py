@@ -80,7 +80,7 @@ def test_training_batches_hold_no_false_negatives(tiny_model, monkeypatch):
         assert conflicts(batch) == [], [row["query"] for row in batch]
     per_epoch = len(seen) // 2
     for epoch in range(2):
-        queries = sorted(row["query"] for batch in seen[epoch * per_epoch:(epoch + 1) * per_epoch] for row in batch)
+        queries = sorted(row["query"] for batch in seen[epoch * per_epoch : (epoch + 1) * per_epoch] for row in batch)
         assert queries == sorted(r.query for r in rows)
 
 
@@ -99,8 +99,9 @@ def mined_with_empty_own_queries(tmp_path):
 
 
 @pytest.mark.parametrize("batch_size,grad_accum", [(1, 4), (8, 1), (8, 3), (32, 1)])
-def test_every_mined_row_is_trained_on_once_per_epoch(tiny_model, mined_with_empty_own_queries, monkeypatch,
-                                                      batch_size, grad_accum):
+def test_every_mined_row_is_trained_on_once_per_epoch(
+    tiny_model, mined_with_empty_own_queries, monkeypatch, batch_size, grad_accum
+):
     seen = record_batches(monkeypatch)
     examples = mined_with_empty_own_queries
     config = TrainConfig(batch_size=batch_size, grad_accum=grad_accum, epochs=1, num_negatives=4, learning_rate=1e-4)

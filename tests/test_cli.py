@@ -25,35 +25,56 @@ def test_every_option_is_documented_with_its_default(name):
         if action.dest == "help" or not action.option_strings:
             continue
         assert action.help, f"{name} {action.option_strings} has no help"
-        assert f"(default: {action.default})" in text or action.required or "(default: from --preset: clpft" in action.help
+        assert (
+            f"(default: {action.default})" in text or action.required or "(default: from --preset: clpft" in action.help
+        )
 
 
 def test_help_shows_both_presets_defaults():
     text = " ".join(subcommand_parsers()["train"].format_help().split())
-    for expected in ["(default: clpft)", "(default: clp)", "(default: intermediate)", "(default: moe)",
-                     "tau of InfoNCE and CLP, by what --train-only trains (default: from --preset: paper 0.02; clpft",
-                     "training epochs (default: from --preset: paper 2; clpft"]:
+    for expected in [
+        "(default: clpft)",
+        "(default: clp)",
+        "(default: intermediate)",
+        "(default: moe)",
+        "tau of InfoNCE and CLP, by what --train-only trains (default: from --preset: paper 0.02; clpft",
+        "training epochs (default: from --preset: paper 2; clpft",
+    ]:
         assert expected in text
     assert "paper 1e-05; clpft" in text
 
 
 def test_preset_paper_and_flags_that_override_it():
-    from clpft.cli import _train_config
+    from clpft.parser import train_config as _train_config
     from clpft.presets import PRESETS
     from clpft.training import TrainConfig
 
     parser = build_parser()
     paper = _train_config(parser.parse_args(["train", "--train", "t", "--out", "m", "--preset", "paper"]))
-    assert (paper.learning_rate, paper.batch_size, paper.grad_accum, paper.temperature, paper.penalty_weight,
-            paper.epochs, paper.moe, paper.train_only, paper.loss) == (1e-5, 1, 4, 0.02, 0.1, 2.0, "intermediate", "moe", "clp")
+    assert (
+        paper.learning_rate,
+        paper.batch_size,
+        paper.grad_accum,
+        paper.temperature,
+        paper.penalty_weight,
+        paper.epochs,
+        paper.moe,
+        paper.train_only,
+        paper.loss,
+    ) == (1e-5, 1, 4, 0.02, 0.1, 2.0, "intermediate", "moe", "clp")
     default = _train_config(parser.parse_args(["train", "--train", "t", "--out", "m"]))
     tuned = PRESETS["clpft"]
     assert default.preset == "clpft" and default.learning_rate == tuned.learning_rate["moe"]
     assert default.temperature == tuned.temperature["moe"]
-    full = _train_config(parser.parse_args(["train", "--train", "t", "--out", "m", "--train-only", "all", "--moe", "none"]))
+    full = _train_config(
+        parser.parse_args(["train", "--train", "t", "--out", "m", "--train-only", "all", "--moe", "none"])
+    )
     assert (full.learning_rate, full.temperature) == (tuned.learning_rate["all"], tuned.temperature["all"])
-    mixed = _train_config(parser.parse_args(["train", "--train", "t", "--out", "m", "--preset", "paper", "--lr", "3e-4",
-                                             "--temperature", "0.05"]))
+    mixed = _train_config(
+        parser.parse_args(
+            ["train", "--train", "t", "--out", "m", "--preset", "paper", "--lr", "3e-4", "--temperature", "0.05"]
+        )
+    )
     assert (mixed.learning_rate, mixed.temperature, mixed.grad_accum) == (3e-4, 0.05, 4)
     assert TrainConfig(preset="paper", train_only="all").learning_rate == 1e-5
     with pytest.raises(SystemExit):
@@ -78,8 +99,23 @@ def test_user_errors_are_one_line(tiny_beir, tmp_path, capsys):
 
 def test_mine_train_eval_with_tiny_model(tiny_model_dir, tiny_beir, tmp_path, capsys):
     train_file = tmp_path / "train.jsonl"
-    assert main(["mine", "--data", str(tiny_beir), "--out", str(train_file), "--model", str(tiny_model_dir),
-                 "--num-negatives", "2", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "mine",
+                "--data",
+                str(tiny_beir),
+                "--out",
+                str(train_file),
+                "--model",
+                str(tiny_model_dir),
+                "--num-negatives",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in train_file.read_text().splitlines()]
     assert len(rows) == 6 and all(len(r["neg"]) == 2 and len(r["neg_q"]) == 2 for r in rows)
     assert json.loads((tmp_path / "train.jsonl.stats.json").read_text())["negatives"] == 12
@@ -87,8 +123,27 @@ def test_mine_train_eval_with_tiny_model(tiny_model_dir, tiny_beir, tmp_path, ca
     assert "already exists" in capsys.readouterr().err
 
     model_dir = tmp_path / "model"
-    assert main(["train", "--train", str(train_file), "--out", str(model_dir), "--model", str(tiny_model_dir),
-                 "--num-negatives", "2", "--epochs", "1", "--lr", "1e-3", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--train",
+                str(train_file),
+                "--out",
+                str(model_dir),
+                "--model",
+                str(tiny_model_dir),
+                "--num-negatives",
+                "2",
+                "--epochs",
+                "1",
+                "--lr",
+                "1e-3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert (model_dir / "modeling_clpft_moe.py").exists() and (model_dir / "training.json").exists()
     card = (model_dir / "README.md").read_text()
     assert card.startswith("---\n") and "## Fine-tuned with clpft" in card and "trust_remote_code=True" in card
@@ -96,7 +151,9 @@ def test_mine_train_eval_with_tiny_model(tiny_model_dir, tiny_beir, tmp_path, ca
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
 
     metrics_file = tmp_path / "metrics.json"
-    assert main(["eval", "--data", str(tiny_beir), "--model", str(model_dir), "--out", str(metrics_file), "--quiet"]) == 0
+    assert (
+        main(["eval", "--data", str(tiny_beir), "--model", str(model_dir), "--out", str(metrics_file), "--quiet"]) == 0
+    )
     metrics = json.loads(metrics_file.read_text())
     assert set(metrics["metrics"]) == {"ndcg@5", "ndcg@10", "recall@100", "mrr@10", "map"}
     assert set(metrics["per_query"]) == {"q7", "q8"}
@@ -105,18 +162,40 @@ def test_mine_train_eval_with_tiny_model(tiny_model_dir, tiny_beir, tmp_path, ca
 def test_console_script_run(tiny_model_dir, tiny_beir, tmp_path):
     """`clpft run` through the installed entry point, on the tiny model."""
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "clpft.cli", "run", "--data", str(tiny_beir), "--out", str(out),
-               "--model", str(tiny_model_dir), "--num-negatives", "2", "--epochs", "1", "--val-fraction", "0.34", "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "clpft.cli",
+        "run",
+        "--data",
+        str(tiny_beir),
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+        "--num-negatives",
+        "2",
+        "--epochs",
+        "1",
+        "--val-fraction",
+        "0.34",
+        "--quiet",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "nDCG@10" in result.stdout and "fine-tuned" in result.stdout
-    assert {"metrics.json", "train.jsonl", "model", "manifest.json", "base_metrics.json"} <= {p.name for p in out.iterdir()}
+    assert {"metrics.json", "train.jsonl", "model", "manifest.json", "base_metrics.json"} <= {
+        p.name for p in out.iterdir()
+    }
     report = json.loads((out / "metrics.json").read_text())
     assert set(report["base"]["metrics"]) == set(report["finetuned"]["metrics"])
     # with a validation split, its queries ranked the whole training corpus
     assert report["training"]["val_queries"] == 2 and report["training"]["val_history"]
     card = (out / "model" / "README.md").read_text()
-    assert f"| nDCG@10 | {report['base']['metrics']['ndcg@10']:.4f} | {report['finetuned']['metrics']['ndcg@10']:.4f} |" in card
+    assert (
+        f"| nDCG@10 | {report['base']['metrics']['ndcg@10']:.4f} | {report['finetuned']['metrics']['ndcg@10']:.4f} |"
+        in card
+    )
     assert (out / "training_loss.png").exists()
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
@@ -124,8 +203,25 @@ def test_console_script_run(tiny_model_dir, tiny_beir, tmp_path):
 
 def test_run_manifest_records_versions_and_checksums(tiny_model_dir, tiny_beir, tmp_path):
     out = tmp_path / "run"
-    assert main(["run", "--data", str(tiny_beir), "--out", str(out), "--model", str(tiny_model_dir),
-                 "--num-negatives", "2", "--max-steps", "1", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--data",
+                str(tiny_beir),
+                "--out",
+                str(out),
+                "--model",
+                str(tiny_model_dir),
+                "--num-negatives",
+                "2",
+                "--max-steps",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seed"] == 42 and manifest["config"]["train"]["loss"] == "clp"
     assert manifest["versions"]["torch"] and manifest["versions"]["sentence-transformers"]
@@ -141,7 +237,14 @@ def test_config_file_sets_options_and_flags_override(tmp_path, capsys):
     argv = ["run", "--config", str(config), "--lr", "1e-4"]
     _apply_config(parser, argv)
     args = parser.parse_args(argv)
-    assert (args.data, args.out, args.epochs, args.lr, args.moe, args.train_only) == ("/some/data", "runs/x", 1, 1e-4, "none", "all")
+    assert (args.data, args.out, args.epochs, args.lr, args.moe, args.train_only) == (
+        "/some/data",
+        "runs/x",
+        1,
+        1e-4,
+        "none",
+        "all",
+    )
 
     config.write_text("data: /some/data\nepochs: [1\n")
     assert main(["run", "--config", str(config)]) == 2
@@ -155,17 +258,43 @@ def test_same_seed_same_results(tiny_model_dir, tiny_beir, tmp_path):
     reports = []
     for name in ("a", "b"):
         out = tmp_path / name
-        assert main(["run", "--data", str(tiny_beir), "--out", str(out), "--model", str(tiny_model_dir),
-                     "--num-negatives", "2", "--epochs", "1", "--lr", "1e-3", "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "run",
+                    "--data",
+                    str(tiny_beir),
+                    "--out",
+                    str(out),
+                    "--model",
+                    str(tiny_model_dir),
+                    "--num-negatives",
+                    "2",
+                    "--epochs",
+                    "1",
+                    "--lr",
+                    "1e-3",
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         reports.append(json.loads((out / "metrics.json").read_text()))
     assert (tmp_path / "a" / "train.jsonl").read_text() == (tmp_path / "b" / "train.jsonl").read_text()
     assert reports[0]["finetuned"]["per_query"] == reports[1]["finetuned"]["per_query"]
-    assert [h["loss"] for h in reports[0]["training"]["loss_history"]] == [h["loss"] for h in reports[1]["training"]["loss_history"]]
+    assert [h["loss"] for h in reports[0]["training"]["loss_history"]] == [
+        h["loss"] for h in reports[1]["training"]["loss_history"]
+    ]
 
 
-REQUIRED = {"mine": ["--data", "d", "--out", "o"], "train": ["--train", "t", "--out", "o"], "eval": ["--data", "d"],
-            "run": ["--data", "d", "--out", "o"], "synth": ["--data", "d", "--out", "o"],
-            "ablation": ["--data", "d", "--out", "o"]}
+REQUIRED = {
+    "mine": ["--data", "d", "--out", "o"],
+    "train": ["--train", "t", "--out", "o"],
+    "eval": ["--data", "d"],
+    "run": ["--data", "d", "--out", "o"],
+    "synth": ["--data", "d", "--out", "o"],
+    "ablation": ["--data", "d", "--out", "o"],
+}
 
 
 def out_of_range(rule) -> str:
@@ -206,7 +335,9 @@ def test_every_numeric_option_out_of_range_is_one_line_before_any_work(command, 
     assert code == 2 and len(err) == 1 and err[0].startswith(f"clpft: error: {flag} "), err
 
 
-@pytest.mark.parametrize("extra", [["--rank-from", "5", "--rank-to", "5"], ["--num-experts", "2", "--experts-per-token", "3"]])
+@pytest.mark.parametrize(
+    "extra", [["--rank-from", "5", "--rank-to", "5"], ["--num-experts", "2", "--experts-per-token", "3"]]
+)
 def test_options_that_limit_each_other(extra, capsys):
     assert main(["run", "--data", "d", "--out", "o", *extra]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
@@ -215,10 +346,27 @@ def test_options_that_limit_each_other(extra, capsys):
 def test_bad_option_fails_before_torch_is_even_imported(tmp_path):
     """`clpft run --data ../shared/data/scifact --out X --penalty-weight 1.5`: one line, exit 2, and not even
     torch imported, let alone a model loaded (so it takes a fraction of a second)."""
-    script = ("import sys; from clpft.cli import main; code = main(sys.argv[1:]); "
-              "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(code)")
-    result = subprocess.run([sys.executable, "-c", script, "run", "--data", "../shared/data/scifact", "--out",
-                             str(tmp_path / "x"), "--penalty-weight", "1.5"], capture_output=True, text=True, timeout=60)
+    script = (
+        "import sys; from clpft.cli import main; code = main(sys.argv[1:]); "
+        "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(code)"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            "run",
+            "--data",
+            "../shared/data/scifact",
+            "--out",
+            str(tmp_path / "x"),
+            "--penalty-weight",
+            "1.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == "clpft: error: --penalty-weight must be in [0, 1], got 1.5"
     assert not (tmp_path / "x").exists()
@@ -229,4 +377,5 @@ def test_argparse_errors_are_one_line(capsys):
         main(["train", "--train", "t", "--out", "o", "--batch-size", "abc"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "clpft: error: clpft train: argument --batch-size: invalid int value: 'abc'"]
+        "clpft: error: clpft train: argument --batch-size: invalid int value: 'abc'"
+    ]

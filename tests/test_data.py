@@ -136,7 +136,9 @@ def test_train_jsonl_errors(tmp_path, obj, problem):
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "scifact").exists(), reason="shared datasets not present")
-@pytest.mark.parametrize("name,split,queries", [("scifact", "test", 300), ("cranfield", "train", 140), ("xquad-hi", "test", 330)])
+@pytest.mark.parametrize(
+    "name,split,queries", [("scifact", "test", 300), ("cranfield", "train", 140), ("xquad-hi", "test", 330)]
+)
 def test_shared_datasets_load(name, split, queries):
     dataset = load_dataset(SHARED_DATA / name, split)
     assert len(dataset.qrels) == queries and dataset.dropped_qrels == 0

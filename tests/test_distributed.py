@@ -103,7 +103,10 @@ def test_two_processes_give_the_single_process_loss_and_every_gradient(two_proce
     for index, name in enumerate(names):
         # each input's gradient, averaged over the processes as DDP does, is the single-process gradient
         averaged = torch.cat([two_processes[r][key]["grads"][index] for r in range(2)]) / 2
-        assert torch.allclose(averaged, single_grads[index], atol=1e-5), (name, (averaged - single_grads[index]).abs().max())
+        assert torch.allclose(averaged, single_grads[index], atol=1e-5), (
+            name,
+            (averaged - single_grads[index]).abs().max(),
+        )
     for rank in range(2):  # every process logs the global batch's penalty, not its own share
         assert torch.allclose(two_processes[rank][key]["penalty"], single_penalty, atol=1e-6)
     if penalty_weight > 0:
@@ -124,14 +127,52 @@ def test_clpft_train_under_torchrun(tiny_model_dir, tiny_beir, tmp_path):
     if not torchrun.exists() and shutil.which("torchrun") is None:
         pytest.skip("torchrun not installed")
     train = tmp_path / "train.jsonl"
-    assert main(["mine", "--data", str(tiny_beir), "--out", str(train), "--model", str(tiny_model_dir),
-                 "--num-negatives", "2", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "mine",
+                "--data",
+                str(tiny_beir),
+                "--out",
+                str(train),
+                "--model",
+                str(tiny_model_dir),
+                "--num-negatives",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "model"
     result = subprocess.run(
-        [str(torchrun if torchrun.exists() else shutil.which("torchrun")), "--nproc_per_node", "2",
-         f"--master_port={_free_port()}", "-m", "clpft.cli", "train", "--train", str(train), "--model", str(tiny_model_dir),
-         "--out", str(out), "--num-negatives", "2", "--batch-size", "2", "--grad-accum", "1", "--max-steps", "2", "--quiet"],
-        capture_output=True, text=True, timeout=300,
+        [
+            str(torchrun if torchrun.exists() else shutil.which("torchrun")),
+            "--nproc_per_node",
+            "2",
+            f"--master_port={_free_port()}",
+            "-m",
+            "clpft.cli",
+            "train",
+            "--train",
+            str(train),
+            "--model",
+            str(tiny_model_dir),
+            "--out",
+            str(out),
+            "--num-negatives",
+            "2",
+            "--batch-size",
+            "2",
+            "--grad-accum",
+            "1",
+            "--max-steps",
+            "2",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     training = json.loads((out / "training.json").read_text())

@@ -47,8 +47,10 @@ def test_only_complete_checkpoints_count(tmp_path):
     assert incomplete_reason(two) == "trainer_state.json is missing"
     (two / MARKER).write_text("{not json")
     assert incomplete_reason(two) == "its completion marker is unreadable"
-    assert last_complete_checkpoint(tmp_path) == (None, [(six, incomplete_reason(six)), (four, incomplete_reason(four)),
-                                                         (two, incomplete_reason(two))])
+    assert last_complete_checkpoint(tmp_path) == (
+        None,
+        [(six, incomplete_reason(six)), (four, incomplete_reason(four)), (two, incomplete_reason(two))],
+    )
 
 
 def test_rotation_keeps_complete_checkpoints_and_ignores_incomplete_ones(tmp_path):
@@ -63,25 +65,65 @@ def test_rotation_keeps_complete_checkpoints_and_ignores_incomplete_ones(tmp_pat
 @pytest.fixture
 def mined(tiny_model_dir, tiny_beir, tmp_path):
     path = tmp_path / "train.jsonl"
-    assert main(["mine", "--data", str(tiny_beir), "--out", str(path), "--model", str(tiny_model_dir),
-                 "--num-negatives", "2", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "mine",
+                "--data",
+                str(tiny_beir),
+                "--out",
+                str(path),
+                "--model",
+                str(tiny_model_dir),
+                "--num-negatives",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return path
 
 
 def test_a_checkpoint_killed_while_written_is_skipped_on_resume(mined, tiny_model_dir, tmp_path):
     """The issue's scenario: killed as soon as checkpoint-2 appears, while the trainer is still writing it."""
-    args = ["train", "--train", str(mined), "--model", str(tiny_model_dir), "--num-negatives", "2", "--epochs", "2",
-            "--save-steps", "2", "--grad-accum", "1", "--lr", "1e-3", "--quiet"]
+    args = [
+        "train",
+        "--train",
+        str(mined),
+        "--model",
+        str(tiny_model_dir),
+        "--num-negatives",
+        "2",
+        "--epochs",
+        "2",
+        "--save-steps",
+        "2",
+        "--grad-accum",
+        "1",
+        "--lr",
+        "1e-3",
+        "--quiet",
+    ]
     assert main([*args, "--out", str(tmp_path / "straight")]) == 0
     out = tmp_path / "M"
     env = {**os.environ, "CLPFT_KILL_AT": "checkpoint.model_written:1"}
-    killed = subprocess.run([sys.executable, "-m", "clpft.cli", *args, "--out", str(out)], env=env,
-                            capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, "-m", "clpft.cli", *args, "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     half = tmp_path / "M.checkpoints" / "checkpoint-2"
     assert (half / "model.safetensors").is_file() and not (half / "trainer_state.json").exists()
-    resumed = subprocess.run([sys.executable, "-m", "clpft.cli", *args, "--out", str(out), "--resume"],
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "clpft.cli", *args, "--out", str(out), "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"skipping {half}: no completion marker (the run stopped while writing it); removed" in resumed.stdout
     assert json.loads((out / "training.json").read_text())["optimizer_steps"] == 12
@@ -112,14 +154,44 @@ def test_harness_every_kill_point_and_random_moments(tmp_path):
 @pytest.mark.skipif(not (SHARED_DATA / "cranfield").exists(), reason="shared datasets not present")
 def test_the_issue_scenario_on_cranfield_with_the_packaged_model(tmp_path):
     train = tmp_path / "T.jsonl"
-    assert main(["mine", "--data", str(SHARED_DATA / "cranfield"), "--out", str(train), "--max-train-queries", "40",
-                 "--passage-max-tokens", "64", "--quiet"]) == 0
-    args = ["train", "--train", str(train), "--out", str(tmp_path / "M"), "--epochs", "2", "--save-steps", "2",
-            "--passage-max-tokens", "64", "--quiet"]
+    assert (
+        main(
+            [
+                "mine",
+                "--data",
+                str(SHARED_DATA / "cranfield"),
+                "--out",
+                str(train),
+                "--max-train-queries",
+                "40",
+                "--passage-max-tokens",
+                "64",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    args = [
+        "train",
+        "--train",
+        str(train),
+        "--out",
+        str(tmp_path / "M"),
+        "--epochs",
+        "2",
+        "--save-steps",
+        "2",
+        "--passage-max-tokens",
+        "64",
+        "--quiet",
+    ]
     env = {**os.environ, "CLPFT_KILL_AT": "checkpoint.model_written:1"}
-    killed = subprocess.run([sys.executable, "-m", "clpft.cli", *args], env=env, capture_output=True, text=True, timeout=900)
+    killed = subprocess.run(
+        [sys.executable, "-m", "clpft.cli", *args], env=env, capture_output=True, text=True, timeout=900
+    )
     assert killed.returncode == -9
-    resumed = subprocess.run([sys.executable, "-m", "clpft.cli", *args, "--resume"], capture_output=True, text=True,
-                             timeout=1800)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "clpft.cli", *args, "--resume"], capture_output=True, text=True, timeout=1800
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "skipping" in resumed.stdout and (tmp_path / "M" / "model.safetensors").is_file()

@@ -15,17 +15,43 @@ from clpft.models import save_model
 from clpft.training import TrainConfig, split_validation, train_model
 from test_moe import TEXTS, assert_loads_three_ways
 
-TOPICS = ["protein cell", "cancer risk", "vitamin heart", "blood brain", "wing flow", "air pressure", "shock boundary",
-          "heat speed", "water light", "sun moon", "gene mice", "drug treatment", "glial cells", "bone fracture",
-          "star light", "rain cloud", "iron ore", "salt water", "lung cough", "skin burn"]
+TOPICS = [
+    "protein cell",
+    "cancer risk",
+    "vitamin heart",
+    "blood brain",
+    "wing flow",
+    "air pressure",
+    "shock boundary",
+    "heat speed",
+    "water light",
+    "sun moon",
+    "gene mice",
+    "drug treatment",
+    "glial cells",
+    "bone fracture",
+    "star light",
+    "rain cloud",
+    "iron ore",
+    "salt water",
+    "lung cough",
+    "skin burn",
+]
 
 
 def examples() -> list[TrainExample]:
     rows = []
     for i, topic in enumerate(TOPICS):
         others = [TOPICS[(i + k) % len(TOPICS)] for k in (3, 7)]
-        rows.append(TrainExample(f"what causes {topic}", [f"a study of {topic} and its causes"],
-                                 [f"a study of {o} and its causes" for o in others], [[], []], query_id=f"q{i}"))
+        rows.append(
+            TrainExample(
+                f"what causes {topic}",
+                [f"a study of {topic} and its causes"],
+                [f"a study of {o} and its causes" for o in others],
+                [[], []],
+                query_id=f"q{i}",
+            )
+        )
     return rows
 
 
@@ -43,8 +69,17 @@ def hurtful_examples(fraction: float, seed: int) -> list[TrainExample]:
 def test_a_run_on_data_that_only_hurts_returns_the_start_bit_for_bit(caplog):
     model = clpft.load_model()
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    config = TrainConfig(moe="none", train_only="all", learning_rate=1e-3, batch_size=2, grad_accum=1, epochs=2,
-                         num_negatives=2, val_fraction=0.3, eval_steps=2)
+    config = TrainConfig(
+        moe="none",
+        train_only="all",
+        learning_rate=1e-3,
+        batch_size=2,
+        grad_accum=1,
+        epochs=2,
+        num_negatives=2,
+        val_fraction=0.3,
+        eval_steps=2,
+    )
     result = train_model(model, hurtful_examples(0.3, config.seed), config, show_progress=False)
     assert result.guard["chosen"] == "start"
     later = [h["ndcg@10"] for h in result.val_history if h["step"] > 0]
@@ -113,7 +148,9 @@ def test_merged_training_runs_are_the_start_at_zero_and_the_tuned_run_at_one(tin
     # α 0: every weight is the upcycled start's (the experts are copies of the dense layer, so it computes the
     # dense model's embeddings)
     upcycle(fresh)
-    assert torch.allclose(zero.encode(TEXTS, convert_to_tensor=True), fresh.encode(TEXTS, convert_to_tensor=True), atol=1e-6)
+    assert torch.allclose(
+        zero.encode(TEXTS, convert_to_tensor=True), fresh.encode(TEXTS, convert_to_tensor=True), atol=1e-6
+    )
 
 
 def test_a_merged_moe_model_loads_three_ways(tiny_model_dir, tmp_path):

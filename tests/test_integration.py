@@ -38,7 +38,9 @@ def scifact_slice(tmp_path_factory):
 def test_run_with_packaged_model_and_eval_agree(scifact_slice, tmp_path):
     out = tmp_path / "run"
     report = run(RunOptions(data=str(scifact_slice), out=str(out), quiet=True, train=TrainConfig(epochs=1)))
-    assert {"metrics.json", "train.jsonl", "model", "manifest.json", "base_metrics.json"} <= {p.name for p in out.iterdir()}
+    assert {"metrics.json", "train.jsonl", "model", "manifest.json", "base_metrics.json"} <= {
+        p.name for p in out.iterdir()
+    }
     assert report["mining"]["queries"] == 12 and report["mining"]["negatives"] == 48
     assert report["training"]["trainable_parameters"] < report["training"]["total_parameters"] / 2
     base = report["base"]["metrics"]
@@ -46,7 +48,12 @@ def test_run_with_packaged_model_and_eval_agree(scifact_slice, tmp_path):
 
     # `clpft eval` on the saved model gives exactly the run's fine-tuned numbers
     metrics_file = tmp_path / "eval.json"
-    assert main(["eval", "--data", str(scifact_slice), "--model", str(out / "model"), "--out", str(metrics_file), "--quiet"]) == 0
+    assert (
+        main(
+            ["eval", "--data", str(scifact_slice), "--model", str(out / "model"), "--out", str(metrics_file), "--quiet"]
+        )
+        == 0
+    )
     evaluated = json.loads(metrics_file.read_text())
     for name, value in report["finetuned"]["metrics"].items():
         assert evaluated["metrics"][name] == pytest.approx(value, abs=1e-6)

@@ -74,7 +74,9 @@ def test_penalty_counts_every_example_not_only_the_first():
 
 def test_lambda_zero_equals_infonce_exactly():
     embeddings, neg_queries, labels = random_batch(8, 4, seed=1)
-    clp = CLPLoss(NoModel(), penalty_weight=0.0, temperature=0.02).compute_loss_from_embeddings(embeddings, neg_queries, labels)
+    clp = CLPLoss(NoModel(), penalty_weight=0.0, temperature=0.02).compute_loss_from_embeddings(
+        embeddings, neg_queries, labels
+    )
     q = F.normalize(embeddings[0], dim=-1)
     c = F.normalize(torch.cat(embeddings[1:]), dim=-1)
     ce = F.cross_entropy(q @ c.T / 0.02, torch.arange(8))
@@ -127,18 +129,31 @@ def test_cached_clp_gradients_equal_clp(tiny_model, penalty_weight):
     from clpft.training import CLPDataCollator
 
     rows = [
-        {"query": f"what is {a}", "positive": f"the study of {a}", "negative_1": f"the {b} study", "negative_2": f"{c} in mice",
-         "neg_queries": [[f"what is {b}"], []] if i % 2 else [[f"what is {c}", "protein"], [f"how does {b}"]]}
-        for i, (a, b, c) in enumerate([("protein cell", "cancer risk", "heart"), ("wing flow", "air pressure", "sun"),
-                                       ("vitamin heart", "blood brain", "gene"), ("shock layer", "heat speed", "moon"),
-                                       ("water light", "drug treatment", "brain")])
+        {
+            "query": f"what is {a}",
+            "positive": f"the study of {a}",
+            "negative_1": f"the {b} study",
+            "negative_2": f"{c} in mice",
+            "neg_queries": [[f"what is {b}"], []] if i % 2 else [[f"what is {c}", "protein"], [f"how does {b}"]],
+        }
+        for i, (a, b, c) in enumerate(
+            [
+                ("protein cell", "cancer risk", "heart"),
+                ("wing flow", "air pressure", "sun"),
+                ("vitamin heart", "blood brain", "gene"),
+                ("shock layer", "heat speed", "moon"),
+                ("water light", "drug treatment", "brain"),
+            ]
+        )
     ]
     collator = CLPDataCollator.for_model(tiny_model, with_negative_queries=penalty_weight > 0)
 
     def features():
         batch = collator(rows)
         columns = ["query", "positive", "negative_1", "negative_2"] + (["negq"] if "negq_input_ids" in batch else [])
-        return [{k[len(c) + 1:]: v for k, v in batch.items() if k.startswith(c + "_")} for c in columns], batch["label"]
+        return [{k[len(c) + 1 :]: v for k, v in batch.items() if k.startswith(c + "_")} for c in columns], batch[
+            "label"
+        ]
 
     tiny_model.train()
     grads = []
@@ -164,14 +179,33 @@ def test_clp_gradient_benchmark_measures_both_terms(tiny_model_dir, tmp_path):
     import sys
     from pathlib import Path
 
-    rows = [{"query": f"query about topic {i}", "pos": [f"document on topic {i}"],
-             "neg": [f"text on subject {i + j}" for j in range(1, 3)],
-             "neg_q": [[f"question on subject {i + 1}"], []]} for i in range(3)]
+    rows = [
+        {
+            "query": f"query about topic {i}",
+            "pos": [f"document on topic {i}"],
+            "neg": [f"text on subject {i + j}" for j in range(1, 3)],
+            "neg_q": [[f"question on subject {i + 1}"], []],
+        }
+        for i in range(3)
+    ]
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "clp_gradients.py"
-    result = subprocess.run([sys.executable, str(script), "--train", str(train), "--model", str(tiny_model_dir),
-                             "--out", str(tmp_path / "grad")], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--train",
+            str(train),
+            "--model",
+            str(tiny_model_dir),
+            "--out",
+            str(tmp_path / "grad"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "grad.json").read_text())
     assert report["examples"] == 3 and set(report["results"]) == {"all", "moe"}

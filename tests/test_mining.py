@@ -54,7 +54,9 @@ def test_negatives_queries_come_from_training_qrels_only(tiny_model, tiny_beir):
     texts = dataset.queries
     for example in examples:
         for doc_id, own, source in zip(example.neg_ids, example.neg_q, example.neg_q_source):
-            expected = [texts[q] for q in sorted(dataset.qrels) if doc_id in dataset.relevant(q) and q != example.query_id]
+            expected = [
+                texts[q] for q in sorted(dataset.qrels) if doc_id in dataset.relevant(q) and q != example.query_id
+            ]
             assert own == expected
             assert source == ("qrels" if own else "none")
     # d1 answers q1 and q2: as a negative of q3 it carries both as its own queries
@@ -156,9 +158,25 @@ def test_speed_benchmark_search_part(tmp_path):
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
     out = tmp_path / "speed.json"
-    result = subprocess.run([sys.executable, str(script), "--only", "search", "--search", "faiss:3000:16,torch:3000:16",
-                             "--search-queries", "64", "--top-k", "10", "--out", str(out)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--only",
+            "search",
+            "--search",
+            "faiss:3000:16,torch:3000:16",
+            "--search-queries",
+            "64",
+            "--top-k",
+            "10",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
     assert [r["backend"] for r in report["search"]] == ["faiss", "torch"]

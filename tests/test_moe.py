@@ -152,8 +152,15 @@ def test_moe_model_loads_three_ways(tmp_path):
 
     # Without trust_remote_code and without clpft the folder refuses to load (no silent dense model).
     refuse = subprocess.run(
-        [sys.executable, "-c", f"import sys; sys.modules['clpft']=None\nfrom sentence_transformers import SentenceTransformer\nSentenceTransformer({str(folder)!r})"],
-        capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.modules['clpft']=None\nfrom sentence_transformers import SentenceTransformer\n"
+            f"SentenceTransformer({str(folder)!r})",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert refuse.returncode != 0 and "trust_remote_code" in refuse.stderr
 
@@ -175,8 +182,26 @@ def test_gpu_check_script_runs_on_a_tiny_config(tmp_path):
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
     out = tmp_path / "gpu.json"
-    result = subprocess.run([sys.executable, str(script), "--tiny", "--device", "cpu", "--steps", "2", "--warmup", "1",
-                             "--batch", "2", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--tiny",
+            "--device",
+            "cpu",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--batch",
+            "2",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
     assert [v["dispatch"] for v in report["variants"]] == ["grouped", "masked"]

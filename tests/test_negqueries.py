@@ -20,9 +20,11 @@ from clpft.negqueries.llm import LLMGenerator, parse_queries
 from fake_openai import FakeOpenAI
 
 SECRET = "sk-test-secret-0123456789"
-DOCS = [Document("Glial coverage", "Glial cells clear glutamate near synapses. Coverage changes with lactation."),
-        Document("", "Vitamin D lowers the risk of fractures in older patients. The effect is small."),
-        Document("Wing flow", "Boundary layer separation on swept wings at high speed. Shock waves move aft.")]
+DOCS = [
+    Document("Glial coverage", "Glial cells clear glutamate near synapses. Coverage changes with lactation."),
+    Document("", "Vitamin D lowers the risk of fractures in older patients. The effect is small."),
+    Document("Wing flow", "Boundary layer separation on swept wings at high speed. Shock waves move aft."),
+]
 
 
 @pytest.fixture
@@ -45,7 +47,10 @@ def llm(server, **kwargs):
         ('["a query", "another query"]', ["a query", "another query"]),
         ('```json\n["a query", "b query"]\n```', ["a query", "b query"]),
         ('{"queries": ["x y", "z w"]}', ["x y", "z w"]),
-        ("Here are three queries:\n1. first query\n2) second query\n- third query", ["first query", "second query", "third query"]),
+        (
+            "Here are three queries:\n1. first query\n2) second query\n- third query",
+            ["first query", "second query", "third query"],
+        ),
         ('Sure! ["only this", "and this"] Hope it helps.', ["only this", "and this"]),
     ],
 )
@@ -107,15 +112,27 @@ def test_doc2query_with_tiny_t5(tmp_path):
     from conftest import _vocab
 
     tokenizer = BertTokenizerFast(vocab=_vocab())
-    config = T5Config(vocab_size=tokenizer.vocab_size, d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8,
-                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=3)
+    config = T5Config(
+        vocab_size=tokenizer.vocab_size,
+        d_model=16,
+        d_ff=32,
+        num_layers=1,
+        num_heads=2,
+        d_kv=8,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=3,
+    )
     T5ForConditionalGeneration(config).save_pretrained(tmp_path / "t5")
     tokenizer.save_pretrained(tmp_path / "t5")
     generator = Doc2QueryGenerator(str(tmp_path / "t5"), max_new_tokens=6, seed=1)
     first = generator.generate(DOCS, 2, GenerationSummary("doc2query"))
     assert len(first) == 3 and all(isinstance(q, list) and len(q) <= 2 for q in first)
     assert sum(len(q) for q in first) > 0
-    assert Doc2QueryGenerator(str(tmp_path / "t5"), max_new_tokens=6, seed=1).generate(DOCS, 2, GenerationSummary("d")) == first
+    assert (
+        Doc2QueryGenerator(str(tmp_path / "t5"), max_new_tokens=6, seed=1).generate(DOCS, 2, GenerationSummary("d"))
+        == first
+    )
 
 
 def test_mining_tops_up_with_generated_queries_and_records_provenance(tiny_beir, tmp_path):
@@ -131,18 +148,40 @@ def test_mining_tops_up_with_generated_queries_and_records_provenance(tiny_beir,
                 assert own == before  # qrels queries are kept as they are
     assert stats.negatives_with_queries == stats.negatives
     assert set(stats.neg_query_sources) == {"qrels", "extractive"}
-    none, _ = mine_negatives(None, dataset, strategy="random", neg_queries=GeneratorSettings(backends=parse_backends("none")))
+    none, _ = mine_negatives(
+        None, dataset, strategy="random", neg_queries=GeneratorSettings(backends=parse_backends("none"))
+    )
     assert all(not qs for e in none for qs in e.neg_q)
 
 
 def test_key_never_written_or_logged(fake_llm, tiny_beir, tmp_path, caplog, capsys):
     caplog.set_level(logging.DEBUG)
     out = tmp_path / "train.jsonl"
-    assert main(["mine", "--data", str(tiny_beir), "--out", str(out), "--strategy", "random", "--neg-queries", "qrels,llm",
-                 "--llm-base-url", fake_llm.url, "--llm-model", "fake-model"]) == 0
+    assert (
+        main(
+            [
+                "mine",
+                "--data",
+                str(tiny_beir),
+                "--out",
+                str(out),
+                "--strategy",
+                "random",
+                "--neg-queries",
+                "qrels,llm",
+                "--llm-base-url",
+                fake_llm.url,
+                "--llm-model",
+                "fake-model",
+            ]
+        )
+        == 0
+    )
     sources = {s for line in out.read_text().splitlines() for s in json.loads(line)["neg_q_source"]}
     assert "llm" in sources or "qrels+llm" in sources
-    everything = out.read_text() + caplog.text + capsys.readouterr().out + (tmp_path / "train.jsonl.stats.json").read_text()
+    everything = (
+        out.read_text() + caplog.text + capsys.readouterr().out + (tmp_path / "train.jsonl.stats.json").read_text()
+    )
     everything += (tmp_path / "train.jsonl.neg_queries.sqlite").read_bytes().decode("latin-1")
     assert SECRET not in everything
 

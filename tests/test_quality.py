@@ -16,17 +16,37 @@ def quality():
 
 
 def row(name, scores, wall=10.0):
-    return {"key": "k", "row": name, "dataset": "d", "commit": "abc", "command": [], "ndcg@10": sum(scores) / len(scores),
-            "ndcg@5": 0.5, "recall@100": 0.9, "mrr@10": 0.6, "per_query_ndcg@10": {f"q{i}": v for i, v in enumerate(scores)},
-            "wall_s": wall, "peak_rss_mb": 100.0}
+    return {
+        "key": "k",
+        "row": name,
+        "dataset": "d",
+        "commit": "abc",
+        "command": [],
+        "ndcg@10": sum(scores) / len(scores),
+        "ndcg@5": 0.5,
+        "recall@100": 0.9,
+        "mrr@10": 0.6,
+        "per_query_ndcg@10": {f"q{i}": v for i, v in enumerate(scores)},
+        "wall_s": wall,
+        "peak_rss_mb": 100.0,
+    }
 
 
 def test_report_schema_and_p_values():
     module = quality()
-    results = {"scifact": {"base": row("base", [0.1, 0.2, 0.3, 0.4]), "default": row("default", [0.5, 0.6, 0.7, 0.8]),
-                           "st-recipe": row("st-recipe", [0.5, 0.6, 0.7, 0.8])}}
+    results = {
+        "scifact": {
+            "base": row("base", [0.1, 0.2, 0.3, 0.4]),
+            "default": row("default", [0.5, 0.6, 0.7, 0.8]),
+            "st-recipe": row("st-recipe", [0.5, 0.6, 0.7, 0.8]),
+        }
+    }
     module.add_tests(results)
-    shots = {"trained_on": "scifact", "tested_on": "cranfield", "rows": {"base": {"ndcg@10": 0.45, "delta_vs_base": 0.0}}}
+    shots = {
+        "trained_on": "scifact",
+        "tested_on": "cranfield",
+        "rows": {"base": {"ndcg@10": 0.45, "delta_vs_base": 0.0}},
+    }
     report = module.build_report(results, shots)
     assert set(report) == {"scifact", "zero_shot"}
     rows = report["scifact"]["rows"]

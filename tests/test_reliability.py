@@ -38,7 +38,9 @@ def test_disk_full_keeps_the_old_file_and_leaves_no_temp(tiny_model_dir, tiny_be
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(clpft.files.os, "replace", no_space)
-    code = main(["eval", "--data", str(tiny_beir), "--model", str(tiny_model_dir), "--out", str(out), "--overwrite", "--quiet"])
+    code = main(
+        ["eval", "--data", str(tiny_beir), "--model", str(tiny_model_dir), "--out", str(out), "--overwrite", "--quiet"]
+    )
     assert code == 2
     err = one_line_error(capsys)
     assert "No space left on device" in err and str(out) in err
@@ -48,11 +50,38 @@ def test_disk_full_keeps_the_old_file_and_leaves_no_temp(tiny_model_dir, tiny_be
 
 def test_disk_full_while_saving_a_model_keeps_the_old_model(tiny_model_dir, tiny_beir, tmp_path, monkeypatch, capsys):
     train = tmp_path / "train.jsonl"
-    assert main(["mine", "--data", str(tiny_beir), "--out", str(train), "--model", str(tiny_model_dir), "--quiet",
-                 "--num-negatives", "2"]) == 0
+    assert (
+        main(
+            [
+                "mine",
+                "--data",
+                str(tiny_beir),
+                "--out",
+                str(train),
+                "--model",
+                str(tiny_model_dir),
+                "--quiet",
+                "--num-negatives",
+                "2",
+            ]
+        )
+        == 0
+    )
     model = tmp_path / "model"
-    args = ["train", "--train", str(train), "--out", str(model), "--model", str(tiny_model_dir), "--num-negatives", "2",
-            "--max-steps", "1", "--quiet"]
+    args = [
+        "train",
+        "--train",
+        str(train),
+        "--out",
+        str(model),
+        "--model",
+        str(tiny_model_dir),
+        "--num-negatives",
+        "2",
+        "--max-steps",
+        "1",
+        "--quiet",
+    ]
     assert main(args) == 0
     before = {p.relative_to(model): p.read_bytes() for p in model.rglob("*") if p.is_file()}
     from sentence_transformers import SentenceTransformer
@@ -79,10 +108,42 @@ def test_permission_errors_are_one_line(tiny_model_dir, tiny_beir, tmp_path, mon
 
     monkeypatch.setattr("clpft.models.save_model", denied)
     train = tmp_path / "train.jsonl"
-    assert main(["mine", "--data", str(tiny_beir), "--out", str(train), "--model", str(tiny_model_dir), "--quiet",
-                 "--num-negatives", "2"]) == 0
-    assert main(["train", "--train", str(train), "--out", str(tmp_path / "m"), "--model", str(tiny_model_dir),
-                 "--num-negatives", "2", "--max-steps", "1", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "mine",
+                "--data",
+                str(tiny_beir),
+                "--out",
+                str(train),
+                "--model",
+                str(tiny_model_dir),
+                "--quiet",
+                "--num-negatives",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--train",
+                str(train),
+                "--out",
+                str(tmp_path / "m"),
+                "--model",
+                str(tiny_model_dir),
+                "--num-negatives",
+                "2",
+                "--max-steps",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert one_line_error(capsys) == "clpft: error: /srv/models/out: Permission denied"
 
 
@@ -92,8 +153,21 @@ def test_read_only_output_folder(tiny_model_dir, tiny_beir, tmp_path, capsys):
     folder.mkdir()
     folder.chmod(0o555)
     try:
-        assert main(["eval", "--data", str(tiny_beir), "--model", str(tiny_model_dir), "--out", str(folder / "m.json"),
-                     "--quiet"]) == 2
+        assert (
+            main(
+                [
+                    "eval",
+                    "--data",
+                    str(tiny_beir),
+                    "--model",
+                    str(tiny_model_dir),
+                    "--out",
+                    str(folder / "m.json"),
+                    "--quiet",
+                ]
+            )
+            == 2
+        )
         assert "permission denied" in one_line_error(capsys).lower()
     finally:
         folder.chmod(0o755)
@@ -128,8 +202,23 @@ def test_secrets_are_redacted_from_errors_logs_and_manifests(monkeypatch, tmp_pa
 
 def test_validation_split_and_curve(tiny_model_dir, tiny_beir, tmp_path):
     train = tmp_path / "train.jsonl"
-    assert main(["mine", "--data", str(tiny_beir), "--out", str(train), "--model", str(tiny_model_dir), "--quiet",
-                 "--num-negatives", "2"]) == 0
+    assert (
+        main(
+            [
+                "mine",
+                "--data",
+                str(tiny_beir),
+                "--out",
+                str(train),
+                "--model",
+                str(tiny_model_dir),
+                "--quiet",
+                "--num-negatives",
+                "2",
+            ]
+        )
+        == 0
+    )
     examples = read_train_jsonl(train)
     kept, held = split_validation(examples, 0.34, seed=1)
     assert {e.query_id for e in kept}.isdisjoint({e.query_id for e in held}) and len(kept) + len(held) == len(examples)
@@ -138,15 +227,40 @@ def test_validation_split_and_curve(tiny_model_dir, tiny_beir, tmp_path):
         split_validation(examples, 1.0, seed=1)
 
     out = tmp_path / "model"
-    assert main(["train", "--train", str(train), "--out", str(out), "--model", str(tiny_model_dir), "--num-negatives", "2",
-                 "--epochs", "2", "--grad-accum", "1", "--lr", "1e-3", "--val-fraction", "0.34", "--eval-steps", "2",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--train",
+                str(train),
+                "--out",
+                str(out),
+                "--model",
+                str(tiny_model_dir),
+                "--num-negatives",
+                "2",
+                "--epochs",
+                "2",
+                "--grad-accum",
+                "1",
+                "--lr",
+                "1e-3",
+                "--val-fraction",
+                "0.34",
+                "--eval-steps",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / "training.json").read_text())
     assert result["val_queries"] == len(held) and result["examples"] == len(kept)
     curve = result["val_history"]
     # step 0 (the untouched model), every --eval-steps, and the end
     assert [v["step"] for v in curve] == [0] + list(range(2, result["optimizer_steps"] + 1, 2)) + (
-        [result["optimizer_steps"]] if result["optimizer_steps"] % 2 else [])
+        [result["optimizer_steps"]] if result["optimizer_steps"] % 2 else []
+    )
     assert all(0.0 <= v["ndcg@10"] <= 1.0 for v in curve)
     assert (out / "training_loss.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -160,9 +274,31 @@ def test_validation_split_and_curve(tiny_model_dir, tiny_beir, tmp_path):
     assert len(validation_evaluator(held, model).corpus) < 12
     with pytest.raises(ClpftError, match="not in it"):
         validation_evaluator(held, model, corpus={"d99": "elsewhere"})
-    assert main(["train", "--train", str(train), "--out", str(tmp_path / "m2"), "--model", str(tiny_model_dir),
-                 "--num-negatives", "2", "--epochs", "1", "--grad-accum", "1", "--val-fraction", "0.34",
-                 "--val-corpus", str(tiny_beir), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--train",
+                str(train),
+                "--out",
+                str(tmp_path / "m2"),
+                "--model",
+                str(tiny_model_dir),
+                "--num-negatives",
+                "2",
+                "--epochs",
+                "1",
+                "--grad-accum",
+                "1",
+                "--val-fraction",
+                "0.34",
+                "--val-corpus",
+                str(tiny_beir),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     whole = json.loads((tmp_path / "m2" / "training.json").read_text())["val_history"]
     assert whole and all(0.0 <= v["ndcg@10"] <= 1.0 for v in whole)
 
@@ -190,7 +326,9 @@ def test_mteb_hand_off(tiny_model_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "mteb", fake)
     out = tmp_path / "m.json"
     assert main(["eval", "--mteb", "SciFact", "--model", str(tiny_model_dir), "--out", str(out), "--quiet"]) == 0
-    assert json.loads(out.read_text())["mteb"] == {"SciFact": {"main_score": 0.5, "scores": {"test": [{"main_score": 0.5}]}}}
+    assert json.loads(out.read_text())["mteb"] == {
+        "SciFact": {"main_score": 0.5, "scores": {"test": [{"main_score": 0.5}]}}
+    }
     assert type(seen["model"]).__name__ == "SentenceTransformer" and seen["embedding"].shape[0] == 1
     assert "MTEB SciFact: main score 0.5000" in capsys.readouterr().out
     assert main(["eval", "--mteb", "NoSuchTask", "--model", str(tiny_model_dir), "--quiet"]) == 2

@@ -44,14 +44,47 @@ sys.exit(main(sys.argv[1:]))
 @pytest.fixture
 def mined(tiny_model_dir, tiny_beir, tmp_path):
     path = tmp_path / "train.jsonl"
-    assert main(["mine", "--data", str(tiny_beir), "--out", str(path), "--model", str(tiny_model_dir),
-                 "--num-negatives", "2", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "mine",
+                "--data",
+                str(tiny_beir),
+                "--out",
+                str(path),
+                "--model",
+                str(tiny_model_dir),
+                "--num-negatives",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return path
 
 
 def train_args(mined, tiny_model_dir, out):
-    return ["train", "--train", str(mined), "--out", str(out), "--model", str(tiny_model_dir), "--num-negatives", "2",
-            "--epochs", "3", "--grad-accum", "1", "--lr", "1e-3", "--save-steps", "4", "--quiet"]
+    return [
+        "train",
+        "--train",
+        str(mined),
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+        "--num-negatives",
+        "2",
+        "--epochs",
+        "3",
+        "--grad-accum",
+        "1",
+        "--lr",
+        "1e-3",
+        "--save-steps",
+        "4",
+        "--quiet",
+    ]
 
 
 def test_killed_training_resumes_to_the_same_weights(mined, tiny_model_dir, tmp_path):
@@ -62,8 +95,13 @@ def test_killed_training_resumes_to_the_same_weights(mined, tiny_model_dir, tmp_
 
     resumed = tmp_path / "resumed"
     env = {**os.environ, "KILL_AT": "8"}
-    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_STEP, *train_args(mined, tiny_model_dir, resumed)],
-                            env=env, capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_STEP, *train_args(mined, tiny_model_dir, resumed)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not resumed.exists()  # no half-written model
     assert (tmp_path / "resumed.checkpoints" / "checkpoint-8").is_dir()
@@ -94,8 +132,20 @@ def test_nan_loss_stops_training(tiny_model):
 
 def test_run_resume_reuses_finished_stages(tiny_model_dir, tiny_beir, tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["run", "--data", str(tiny_beir), "--out", str(out), "--model", str(tiny_model_dir), "--num-negatives", "2",
-            "--epochs", "1", "--quiet"]
+    args = [
+        "run",
+        "--data",
+        str(tiny_beir),
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+        "--num-negatives",
+        "2",
+        "--epochs",
+        "1",
+        "--quiet",
+    ]
     assert main(args) == 0
     assert main([*args, "--resume"]) == 0
     assert "is already finished" in capsys.readouterr().out
@@ -105,7 +155,11 @@ def test_run_resume_reuses_finished_stages(tiny_model_dir, tiny_beir, tmp_path, 
     (out / "metrics.json").unlink()
     assert main([*args, "--resume"]) == 0
     assert "resuming" in capsys.readouterr().out
-    assert (out / "train.jsonl").stat().st_mtime_ns == stamp and (out / "model").is_dir() and (out / "metrics.json").exists()
+    assert (
+        (out / "train.jsonl").stat().st_mtime_ns == stamp
+        and (out / "model").is_dir()
+        and (out / "metrics.json").exists()
+    )
     assert main(args) == 2  # without --resume or --overwrite an existing run is never touched
     # --resume into a folder that holds a different run: refused, nothing in it touched
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}

@@ -45,6 +45,7 @@ def test_mismatched_lengths():
 
 def _metrics_file(path, per_query: dict[str, float], base: dict[str, float] | None = None) -> str:
     """A metrics.json as `clpft eval` (or, with ``base``, `clpft run`) writes it, nDCG@10 only varying."""
+
     def part(values):
         metrics = {m: sum(values.values()) / len(values) for m in ("ndcg@5", "ndcg@10", "recall@100", "mrr@10", "map")}
         return {"metrics": metrics, "per_query": {q: {"ndcg@10": v} for q, v in values.items()}}
@@ -57,17 +58,23 @@ def _metrics_file(path, per_query: dict[str, float], base: dict[str, float] | No
 def test_main_job_comparison_tests_each_model_against_the_run(tmp_path):
     """benchmarks/main_job.py --compare: every other model is tested, query by query, against the run's
     fine-tuned model; with 4 queries the p-values are exact (2^4 sign flips)."""
-    spec = importlib.util.spec_from_file_location("main_job", Path(__file__).resolve().parents[1] / "benchmarks" / "main_job.py")
+    spec = importlib.util.spec_from_file_location(
+        "main_job", Path(__file__).resolve().parents[1] / "benchmarks" / "main_job.py"
+    )
     main_job = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(main_job)
     run = tmp_path / "run"
     run.mkdir()
-    _metrics_file(run / "metrics.json", {"a": 0.5, "b": 0.6, "c": 0.7, "d": 0.8}, base={"a": 0.4, "b": 0.5, "c": 0.6, "d": 0.7})
+    _metrics_file(
+        run / "metrics.json", {"a": 0.5, "b": 0.6, "c": 0.7, "d": 0.8}, base={"a": 0.4, "b": 0.5, "c": 0.6, "d": 0.7}
+    )
     other = _metrics_file(tmp_path / "other.json", {"a": 0.5, "b": 0.6, "c": 0.7, "d": 1.0})
     rows = {row["name"]: row for row in main_job.compare(run, [f"st-mnrl={other}"])}
     assert list(rows) == ["base (untrained)", "this run", "st-mnrl"]
     assert rows["this run"]["p_vs_this_run"] is None
-    assert rows["base (untrained)"]["p_vs_this_run"] == pytest.approx(2 / 16)  # all four differ by 0.1: only the two all-same-sign flips
+    assert rows["base (untrained)"]["p_vs_this_run"] == pytest.approx(
+        2 / 16
+    )  # all four differ by 0.1: only the two all-same-sign flips
     assert rows["st-mnrl"]["p_vs_this_run"] == pytest.approx(1.0)  # one query differs: both signs are as extreme
     assert rows["st-mnrl"]["metrics"]["ndcg@10"] == pytest.approx(0.7)
     with pytest.raises(SystemExit, match="other queries"):

@@ -9,7 +9,14 @@ from clpft.data import TrainExample
 from clpft.errors import ClpftError
 from clpft.modeling_clpft_moe import MoELinear
 from clpft.moe import hf_model_of, upcycle
-from clpft.training import CLPDataCollator, TrainConfig, build_dataset, set_trainable, train_model, validation_regression
+from clpft.training import (
+    CLPDataCollator,
+    TrainConfig,
+    build_dataset,
+    set_trainable,
+    train_model,
+    validation_regression,
+)
 from conftest import SHARED_DATA
 
 
@@ -19,7 +26,9 @@ def examples(n: int = 6, negatives: int = 2) -> list[TrainExample]:
     for i in range(n):
         negs = [f"the study of {words[(i + j + 1) % len(words)]}" for j in range(negatives)]
         own = [[f"what is {words[(i + 1) % len(words)]}"] if j == 0 else [] for j in range(negatives)]
-        out.append(TrainExample(f"what is {words[i % len(words)]}", [f"the study of {words[i % len(words)]}"], negs, own))
+        out.append(
+            TrainExample(f"what is {words[i % len(words)]}", [f"the study of {words[i % len(words)]}"], negs, own)
+        )
     return out
 
 
@@ -55,7 +64,12 @@ def test_collator_maps_each_negative_to_its_queries(tiny_model):
     assert batch["label"].tolist() == [[[0, 1], [-1, -1]], [[1, -1], [2, -1]]]
     assert batch["negq_input_ids"].shape[0] == 3
     assert [k for k in batch if k.endswith("_input_ids")] == [
-        "query_input_ids", "positive_input_ids", "negative_1_input_ids", "negative_2_input_ids", "negq_input_ids"]
+        "query_input_ids",
+        "positive_input_ids",
+        "negative_1_input_ids",
+        "negative_2_input_ids",
+        "negq_input_ids",
+    ]
     plain = CLPDataCollator.for_model(tiny_model, with_negative_queries=False)(rows)
     assert "negq_input_ids" not in plain and (plain["label"] == -1).all()
 
@@ -79,14 +93,23 @@ def test_freezing_policy(tiny_model):
     upcycle(tiny_model)
     moe = sum(p.numel() for m in hf.modules() if isinstance(m, MoELinear) for p in m.parameters())
     trainable, total = set_trainable(tiny_model, "moe")
-    assert trainable == moe and moe == 2 * dense + sum(m.router.weight.numel() for m in hf.modules() if isinstance(m, MoELinear))
+    assert trainable == moe and moe == 2 * dense + sum(
+        m.router.weight.numel() for m in hf.modules() if isinstance(m, MoELinear)
+    )
 
 
 @pytest.mark.parametrize("loss,batch_size,gradcache", [("clp", 1, 0), ("clp", 3, 0), ("infonce", 2, 0), ("clp", 3, 2)])
 def test_training_changes_only_moe_layers(tiny_model, loss, batch_size, gradcache):
     before = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
-    config = TrainConfig(loss=loss, batch_size=batch_size, grad_accum=1, learning_rate=1e-3, epochs=1, num_negatives=2,
-                         gradcache_mini_batch=gradcache)
+    config = TrainConfig(
+        loss=loss,
+        batch_size=batch_size,
+        grad_accum=1,
+        learning_rate=1e-3,
+        epochs=1,
+        num_negatives=2,
+        gradcache_mini_batch=gradcache,
+    )
     result = train_model(tiny_model, examples(6), config, show_progress=False)
     # every row once; rows whose positive is another row's negative never share a batch, so at batch 3 the
     # six rows of examples() (row i's first negative is row i+1's positive) need 3 batches, not 2
@@ -115,8 +138,15 @@ def test_moe_lr_gives_the_moe_layers_their_own_learning_rate(tiny_model_dir):
         model = clpft.load_model(tiny_model_dir)
         upcycle(model)
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
-        config = TrainConfig(train_only="all", learning_rate=lr, moe_learning_rate=moe_lr, grad_accum=1, epochs=1,
-                             num_negatives=2, warmup_ratio=0.0)
+        config = TrainConfig(
+            train_only="all",
+            learning_rate=lr,
+            moe_learning_rate=moe_lr,
+            grad_accum=1,
+            epochs=1,
+            num_negatives=2,
+            warmup_ratio=0.0,
+        )
         train_model(model, examples(4), config, show_progress=False)
         changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
         moe = {n for n in before if "intermediate.dense" in n}  # the upcycled layers: experts and routers
@@ -126,7 +156,9 @@ def test_moe_lr_gives_the_moe_layers_their_own_learning_rate(tiny_model_dir):
         else:
             assert not changed & moe and any("attention" in n for n in changed)
     with pytest.raises(ClpftError, match="--moe-lr"):
-        train_model(clpft.load_model(tiny_model_dir), examples(2), TrainConfig(moe_learning_rate=1e-4), show_progress=False)
+        train_model(
+            clpft.load_model(tiny_model_dir), examples(2), TrainConfig(moe_learning_rate=1e-4), show_progress=False
+        )
 
 
 def test_a_run_that_ends_below_the_untouched_model_is_flagged():
@@ -135,7 +167,9 @@ def test_a_run_that_ends_below_the_untouched_model_is_flagged():
     message = validation_regression(fell)
     assert message and "from 0.2633 before training to 0.2251 after" in message and "--preset paper" in message
     assert validation_regression([{"step": 0, "ndcg@10": 0.26}, {"step": 56, "ndcg@10": 0.26}]) is None
-    assert validation_regression([{"step": 28, "ndcg@10": 0.3}, {"step": 56, "ndcg@10": 0.2}]) is None  # no step 0 (resumed)
+    assert (
+        validation_regression([{"step": 28, "ndcg@10": 0.3}, {"step": 56, "ndcg@10": 0.2}]) is None
+    )  # no step 0 (resumed)
     assert validation_regression([{"step": 0, "ndcg@10": 0.3}]) is None
 
 
@@ -148,20 +182,32 @@ def test_bad_training_options(tiny_model):
 
 def test_a_model_already_moe_is_reused_as_stated_or_refused(tiny_model, capsys):
     upcycle(tiny_model, where="intermediate", num_experts=3, experts_per_token=2)
-    for asked in ({"num_experts": 2}, {"experts_per_token": 1, "num_experts": 3}, {"moe": "output", "num_experts": 3,
-                                                                                  "experts_per_token": 2}):
+    for asked in (
+        {"num_experts": 2},
+        {"experts_per_token": 1, "num_experts": 3},
+        {"moe": "output", "num_experts": 3, "experts_per_token": 2},
+    ):
         with pytest.raises(ClpftError, match="already MoE .--moe intermediate --num-experts 3 --experts-per-token 2."):
             train_model(tiny_model, examples(2), TrainConfig(num_negatives=2, **asked), show_progress=False)
     for asked in ({"num_experts": 3, "experts_per_token": 2}, {"moe": "none"}):
         train_model(tiny_model, examples(2), TrainConfig(num_negatives=2, max_steps=1, **asked), show_progress=False)
-        assert "the model is already MoE (--moe intermediate --num-experts 3 --experts-per-token 2): its experts and " \
-               "routers are trained as they are" in capsys.readouterr().out
+        assert (
+            "the model is already MoE (--moe intermediate --num-experts 3 --experts-per-token 2): its experts and "
+            "routers are trained as they are" in capsys.readouterr().out
+        )
     assert all(m.num_experts == 3 for m in hf_model_of(tiny_model).modules() if isinstance(m, MoELinear))
 
 
 def test_option_ranges_are_checked_when_the_config_is_built():
-    for bad in ({"penalty_weight": 1.5}, {"temperature": 0}, {"batch_size": 0}, {"warmup_ratio": 1.0},
-                {"num_experts": 1, "experts_per_token": 2}, {"epochs": float("nan")}, {"max_steps": 0}):
+    for bad in (
+        {"penalty_weight": 1.5},
+        {"temperature": 0},
+        {"batch_size": 0},
+        {"warmup_ratio": 1.0},
+        {"num_experts": 1, "experts_per_token": 2},
+        {"epochs": float("nan")},
+        {"max_steps": 0},
+    ):
         with pytest.raises(ClpftError):
             TrainConfig(**bad)
 
@@ -172,8 +218,14 @@ def test_gradient_checkpointing_gives_the_same_update_and_bf16_runs(tiny_model_d
     trained = []
     for checkpointing in (False, True):
         model = clpft.load_model(tiny_model_dir)
-        config = TrainConfig(grad_accum=1, learning_rate=1e-3, epochs=1, num_negatives=2, max_steps=2,
-                             gradient_checkpointing=checkpointing)
+        config = TrainConfig(
+            grad_accum=1,
+            learning_rate=1e-3,
+            epochs=1,
+            num_negatives=2,
+            max_steps=2,
+            gradient_checkpointing=checkpointing,
+        )
         train_model(model, examples(4), config, show_progress=False)
         trained.append({n: p.detach().clone() for n, p in model.named_parameters()})
     assert trained[0].keys() == trained[1].keys()
@@ -181,8 +233,12 @@ def test_gradient_checkpointing_gives_the_same_update_and_bf16_runs(tiny_model_d
         torch.testing.assert_close(trained[0][name], trained[1][name], rtol=1e-5, atol=1e-6)
 
     model = clpft.load_model(tiny_model_dir)
-    result = train_model(model, examples(4), TrainConfig(grad_accum=1, learning_rate=1e-3, epochs=1, num_negatives=2,
-                                                        max_steps=2, precision="bf16"), show_progress=False)
+    result = train_model(
+        model,
+        examples(4),
+        TrainConfig(grad_accum=1, learning_rate=1e-3, epochs=1, num_negatives=2, max_steps=2, precision="bf16"),
+        show_progress=False,
+    )
     assert result.optimizer_steps == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in result.loss_history)
     with pytest.raises(ClpftError, match="--precision"):
         train_model(model, examples(2), TrainConfig(precision="fp8"), show_progress=False)
@@ -199,17 +255,37 @@ def test_tuning_benchmark_scores_runs_on_a_validation_split(tiny_model_dir, tiny
     (tiny_beir / "qrels" / "test.tsv").write_text("not read\n")  # a test split it read would fail to parse
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "tune_presets.py"
     out = tmp_path / "tune"
-    command = [sys.executable, str(script), "--data", str(tiny_beir), "--out", str(out), "--model", str(tiny_model_dir),
-               "--max-train-queries", "6", "--val-fraction", "0.5", "--run", "base:lr=0",
-               "--run", "ance-clp-moe:lr=1e-3,num_negatives=2", "--run", "ance-clp-moe:lr=0,num_negatives=2",
-               "--neg-queries", "qrels,extractive"]
+    command = [
+        sys.executable,
+        str(script),
+        "--data",
+        str(tiny_beir),
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+        "--max-train-queries",
+        "6",
+        "--val-fraction",
+        "0.5",
+        "--run",
+        "base:lr=0",
+        "--run",
+        "ance-clp-moe:lr=1e-3,num_negatives=2",
+        "--run",
+        "ance-clp-moe:lr=0,num_negatives=2",
+        "--neg-queries",
+        "qrels,extractive",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     runs = {r["run"]: r for r in json.loads((out / "tuning.json").read_text())["runs"]}
     assert list(runs) == ["base:lr=0", "ance-clp-moe:lr=1e-3,num_negatives=2", "ance-clp-moe:lr=0,num_negatives=2"]
     assert all(r["val_queries"] == 3 and r["train_examples"] == 3 for r in runs.values())
     # an upcycled MoE that does not train computes what the base model computes
-    assert runs["ance-clp-moe:lr=0,num_negatives=2"]["val_ndcg@10"] == pytest.approx(runs["base:lr=0"]["val_ndcg@10"], abs=1e-6)
+    assert runs["ance-clp-moe:lr=0,num_negatives=2"]["val_ndcg@10"] == pytest.approx(
+        runs["base:lr=0"]["val_ndcg@10"], abs=1e-6
+    )
     assert "Budget: 3 runs" in (out / "tuning.md").read_text()
     # --neg-queries reaches the mining: with the extractive fallback every negative has a query of its own
     assert "negatives' own queries from qrels,extractive" in (out / "tuning.md").read_text()
@@ -228,12 +304,14 @@ def test_held_out_queries_never_reach_a_training_row(tiny_model):
     from clpft.mining import mine_negatives
     from clpft.training import split_validation
 
-    examples, _ = mine_negatives(None, load_dataset(SHARED_DATA / "cranfield", "train"), num_negatives=4,
-                                 strategy="random", seed=0)
+    examples, _ = mine_negatives(
+        None, load_dataset(SHARED_DATA / "cranfield", "train"), num_negatives=4, strategy="random", seed=0
+    )
     train, held_out = split_validation(examples, 0.2, seed=42)
     held_texts, held_ids = {e.query for e in held_out}, {e.query_id for e in held_out}
-    leaked_before = sum(1 for e in examples if e.query not in held_texts
-                        for own in e.neg_q for q in own if q in held_texts)
+    leaked_before = sum(
+        1 for e in examples if e.query not in held_texts for own in e.neg_q for q in own if q in held_texts
+    )
     assert leaked_before > 20  # the leak this guards against is there in the mined file
     assert len(train) + len(held_out) == len(examples) and held_out
     for row in train:
@@ -245,8 +323,9 @@ def test_held_out_queries_never_reach_a_training_row(tiny_model):
     assert kept == sum(len(own) for e in examples if e.query not in held_texts for own in e.neg_q) - leaked_before
 
     subset = examples[:40]
-    result = train_model(tiny_model, subset, TrainConfig(num_negatives=4, val_fraction=0.2, max_steps=1),
-                         show_progress=False)
+    result = train_model(
+        tiny_model, subset, TrainConfig(num_negatives=4, val_fraction=0.2, max_steps=1), show_progress=False
+    )
     _, held_small = split_validation(subset, 0.2, 42)
     texts = {e.query for e in held_small}
     expected = sum(1 for e in subset if e.query not in texts for own in e.neg_q for q in own if q in texts)

@@ -17,7 +17,7 @@ import json
 import shutil
 import statistics
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,32 +26,9 @@ from clpft.evaluation.metrics import METRICS
 from clpft.evaluation.statistics import bootstrap_ci, paired_randomization_test
 from clpft.faults import kill_point
 from clpft.files import atomic_file, write_json, write_text
+from clpft.ladder import REFERENCES, ROWS, Row  # noqa: F401  (Row: part of this module's API)
 from clpft.manifest import sha256_of
 from clpft.presets import DEFAULT_PRESET, PRESETS, preset_values
-
-
-@dataclasses.dataclass(frozen=True)
-class Row:
-    description: str
-    negatives: str | None = None  # "ance" | "random"; None: no training
-    loss: str = "clp"
-    moe: str = "none"
-    train_only: str = "all"
-
-
-ROWS: dict[str, Row] = {
-    "base": Row("the model as given, no training"),
-    "random-infonce": Row("random negatives, InfoNCE, all parameters", "random", "infonce", "none", "all"),
-    "ance-infonce": Row("mined hard negatives, InfoNCE, all parameters", "ance", "infonce", "none", "all"),
-    "ance-clp": Row("mined hard negatives, CLP, all parameters", "ance", "clp", "none", "all"),
-    "ance-clp-intermediate": Row("CLP, only the FFN intermediate layers trained", "ance", "clp", "none", "intermediate"),
-    "ance-clp-moe": Row("CLP, MoE on the intermediate layers, only MoE trained (the paper's best)", "ance", "clp", "intermediate", "moe"),
-    "ance-infonce-moe": Row("InfoNCE with the same MoE setup", "ance", "infonce", "intermediate", "moe"),
-    "st-mnrl": Row("sentence-transformers' MultipleNegativesRankingLoss on the same mined data", "ance", "mnrl", "none", "all"),
-}
-# Every row is tested against these (where they ran): the untrained model, the plain contrastive row, and
-# the standard a user would otherwise run.
-REFERENCES = ("base", "ance-infonce", "st-mnrl")
 
 
 @dataclasses.dataclass
@@ -74,14 +51,13 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _clpft(args: list[str], quiet: bool) -> None:
-    """One clpft subcommand, in this process: a second interpreter would spend most of a small row's time
-    importing torch and sentence-transformers again (about 10 s on a 2-core machine)."""
-    from clpft.cli import main
-
+def _clpft(run_command: Callable[[list[str]], int], args: list[str], quiet: bool) -> None:
+    """One clpft subcommand through ``run_command`` (the command line's ``main``, handed in by it, so this
+    module does not import the CLI), in this process: a second interpreter would spend most of a small
+    row's time importing torch and sentence-transformers again (about 10 s on a 2-core machine)."""
     errors = _LastLine(None if quiet else sys.stderr)
     with contextlib.redirect_stderr(errors):
-        code = main([*args, *(["--quiet"] if quiet else [])])
+        code = run_command([*args, *(["--quiet"] if quiet else [])])
     if code != 0:
         raise ClpftError(f"`clpft {' '.join(args[:1])}` failed: {errors.last or '(no message)'}")
 
@@ -108,10 +84,12 @@ OWN_QUERY_OPTIONS = ("neg_queries", "queries_per_negative", "llm_", "max_llm_cal
 def _mine_options(mine_args: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every `clpft mine` option as it will run, defaults included (so that a changed default re-mines and
     retrains), split into (what picks the negatives, what finds the negatives' own queries)."""
-    from clpft.cli import build_parser
+    from clpft.parser import build_parser
 
     options = vars(build_parser().parse_args(["mine", "--data", "-", "--out", "-", *mine_args]))
-    options = {k: v for k, v in options.items() if k not in ("data", "out", "command", "quiet", "config") and not callable(v)}
+    options = {
+        k: v for k, v in options.items() if k not in ("data", "out", "command", "quiet", "config") and not callable(v)
+    }
     own_queries = {k: v for k, v in options.items() if k.startswith(OWN_QUERY_OPTIONS)}
     return {k: v for k, v in options.items() if k not in own_queries}, own_queries
 
@@ -129,7 +107,8 @@ def _cached(folder: Path, key: str) -> dict | None:
     return None
 
 
-def run_ablation(options: AblationOptions) -> dict[str, Any]:
+def run_ablation(options: AblationOptions, run_command: Callable[[list[str]], int]) -> dict[str, Any]:
+    """The ladder; ``run_command(argv)`` runs one clpft subcommand and returns its exit code."""
     unknown = [r for r in options.rows if r not in ROWS]
     if unknown:
         raise ClpftError(f"unknown rows {', '.join(unknown)} (choose from {', '.join(ROWS)})")
@@ -140,7 +119,16 @@ def run_ablation(options: AblationOptions) -> dict[str, Any]:
     out = Path(options.out)
     data = resolve_data(options.data)
     data_key = _key(
-        [sha256_of(p) for p in [data / "corpus.jsonl", data / "queries.jsonl", data / "qrels" / f"{options.train_split}.tsv", data / "qrels" / f"{options.eval_split}.tsv"] if p.is_file()]
+        [
+            sha256_of(p)
+            for p in [
+                data / "corpus.jsonl",
+                data / "queries.jsonl",
+                data / "qrels" / f"{options.train_split}.tsv",
+                data / "qrels" / f"{options.eval_split}.tsv",
+            ]
+            if p.is_file()
+        ]
     )
     model_args = ["--model", options.model] if options.model else []
 
@@ -149,11 +137,37 @@ def run_ablation(options: AblationOptions) -> dict[str, Any]:
     training_sets: dict[str, Path] = {}
     for negatives in sorted({ROWS[r].negatives for r in options.rows if ROWS[r].negatives}):
         path = out / "data" / f"{negatives}.jsonl"
-        key = _key("mine", data_key, negatives, options.model, negative_options, own_query_options, options.seed,
-                   options.train_split)
+        key = _key(
+            "mine",
+            data_key,
+            negatives,
+            options.model,
+            negative_options,
+            own_query_options,
+            options.seed,
+            options.train_split,
+        )
         if _cached(path.parent / negatives, key) is None:
-            _clpft(["mine", "--data", str(data), "--split", options.train_split, "--out", str(path), "--overwrite",
-                    "--strategy", negatives, "--seed", str(options.seed), *model_args, *options.mine_args], options.quiet)
+            _clpft(
+                run_command,
+                [
+                    "mine",
+                    "--data",
+                    str(data),
+                    "--split",
+                    options.train_split,
+                    "--out",
+                    str(path),
+                    "--overwrite",
+                    "--strategy",
+                    negatives,
+                    "--seed",
+                    str(options.seed),
+                    *model_args,
+                    *options.mine_args,
+                ],
+                options.quiet,
+            )
             write_json(path.parent / negatives / "result.json", {"key": key})
         training_sets[negatives] = path
 
@@ -168,11 +182,23 @@ def run_ablation(options: AblationOptions) -> dict[str, Any]:
             # (so a row trained under an older version of the preset is not taken for one under the current
             # version). Only CLP's penalty reads the negatives' own queries, so only the CLP rows are keyed on how
             # they were found. The base row trains nothing.
-            training_key = [negative_options, options.train_args, preset_values(_preset_of(options.train_args), row.train_only)]
+            training_key = [
+                negative_options,
+                options.train_args,
+                preset_values(_preset_of(options.train_args), row.train_only),
+            ]
             if row.loss == "clp":
                 training_key.append(own_query_options)
-            key = _key(name, dataclasses.asdict(row), data_key, options.model, training_key if row.negatives else None,
-                       options.eval_args, seed, options.eval_split)
+            key = _key(
+                name,
+                dataclasses.asdict(row),
+                data_key,
+                options.model,
+                training_key if row.negatives else None,
+                options.eval_args,
+                seed,
+                options.eval_split,
+            )
             cached = _cached(folder, key)
             if cached is None:
                 if not options.quiet:
@@ -183,18 +209,55 @@ def run_ablation(options: AblationOptions) -> dict[str, Any]:
                 model_path = options.model
                 if row.negatives is not None:
                     model_path = str(folder / "model")
-                    _clpft(["train", "--train", str(training_sets[row.negatives]), "--out", model_path, *model_args,
-                            "--loss", row.loss, "--moe", row.moe, "--train-only", row.train_only, "--seed", str(seed),
-                            *options.train_args], options.quiet)
+                    _clpft(
+                        run_command,
+                        [
+                            "train",
+                            "--train",
+                            str(training_sets[row.negatives]),
+                            "--out",
+                            model_path,
+                            *model_args,
+                            "--loss",
+                            row.loss,
+                            "--moe",
+                            row.moe,
+                            "--train-only",
+                            row.train_only,
+                            "--seed",
+                            str(seed),
+                            *options.train_args,
+                        ],
+                        options.quiet,
+                    )
                     training = json.loads((folder / "model" / "training.json").read_text(encoding="utf-8"))
                     kill_point("ablation.row_trained")
-                _clpft(["eval", "--data", str(data), "--split", options.eval_split, "--out", str(folder / "metrics.json"),
-                        *(["--model", model_path] if model_path else []), *options.eval_args], options.quiet)
+                _clpft(
+                    run_command,
+                    [
+                        "eval",
+                        "--data",
+                        str(data),
+                        "--split",
+                        options.eval_split,
+                        "--out",
+                        str(folder / "metrics.json"),
+                        *(["--model", model_path] if model_path else []),
+                        *options.eval_args,
+                    ],
+                    options.quiet,
+                )
                 metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-                cached = {"key": key, "row": name, "seed": seed, "metrics": metrics["metrics"],
-                          "per_query_ndcg@10": {q: v["ndcg@10"] for q, v in metrics["per_query"].items()},
-                          "trainable_parameters": training.get("trainable_parameters", 0),
-                          "train_seconds": training.get("seconds", 0.0), "peak_rss_mb": training.get("peak_rss_mb")}
+                cached = {
+                    "key": key,
+                    "row": name,
+                    "seed": seed,
+                    "metrics": metrics["metrics"],
+                    "per_query_ndcg@10": {q: v["ndcg@10"] for q, v in metrics["per_query"].items()},
+                    "trainable_parameters": training.get("trainable_parameters", 0),
+                    "train_seconds": training.get("seconds", 0.0),
+                    "peak_rss_mb": training.get("peak_rss_mb"),
+                }
                 write_json(folder / "result.json", cached)
             results.setdefault(name, []).append(cached)
 
@@ -217,25 +280,32 @@ def build_report(results: dict[str, list[dict]], options: AblationOptions) -> di
         summary = {}
         for metric in METRICS:
             values = [r["metrics"][metric] for r in runs]
-            summary[metric] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+            summary[metric] = {
+                "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            }
         low, high = bootstrap_ci(list(per_query[name].values()), seed=options.seed)
-        rows.append({
-            "row": name,
-            "description": ROWS[name].description,
-            "seeds": [r["seed"] for r in runs],
-            "metrics": summary,
-            "ndcg@10_ci95": [low, high],
-            "trainable_parameters": runs[0]["trainable_parameters"],
-            "train_seconds": statistics.fmean(r["train_seconds"] for r in runs),
-            "peak_rss_mb": max((r["peak_rss_mb"] or 0) for r in runs) or None,
-        })
+        rows.append(
+            {
+                "row": name,
+                "description": ROWS[name].description,
+                "seeds": [r["seed"] for r in runs],
+                "metrics": summary,
+                "ndcg@10_ci95": [low, high],
+                "trainable_parameters": runs[0]["trainable_parameters"],
+                "train_seconds": statistics.fmean(r["train_seconds"] for r in runs),
+                "peak_rss_mb": max((r["peak_rss_mb"] or 0) for r in runs) or None,
+            }
+        )
     for row in rows:
         row["p_value"] = {}
         for reference in REFERENCES:
             if reference in per_query and reference != row["row"]:
                 queries = sorted(per_query[reference])
                 row["p_value"][reference] = paired_randomization_test(
-                    [per_query[row["row"]][q] for q in queries], [per_query[reference][q] for q in queries], seed=options.seed
+                    [per_query[row["row"]][q] for q in queries],
+                    [per_query[reference][q] for q in queries],
+                    seed=options.seed,
                 )
     return {
         "data": options.data,
@@ -244,9 +314,12 @@ def build_report(results: dict[str, list[dict]], options: AblationOptions) -> di
         "seeds": options.seeds,
         "mine_args": options.mine_args,
         "train_args": options.train_args,
-        "preset": {"name": _preset_of(options.train_args), **dataclasses.asdict(PRESETS[_preset_of(options.train_args)])},
+        "preset": {
+            "name": _preset_of(options.train_args),
+            **dataclasses.asdict(PRESETS[_preset_of(options.train_args)]),
+        },
         "test": "two-sided paired randomisation test (sign flips) over per-query nDCG@10, averaged over seeds; "
-                "95% intervals: percentile bootstrap over queries (10,000 resamples)",
+        "95% intervals: percentile bootstrap over queries (10,000 resamples)",
         "rows": rows,
     }
 
@@ -255,20 +328,29 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Ablation on {Path(report['data']).name} ({report['eval_split']} split)",
         "",
-        f"Model: {report['model']}. Seeds: {report['seeds']}. Mining options: `{' '.join(report['mine_args']) or 'defaults'}`; "
+        f"Model: {report['model']}. Seeds: {report['seeds']}. "
+        f"Mining options: `{' '.join(report['mine_args']) or 'defaults'}`; "
         f"training options: `{' '.join(report['train_args']) or 'defaults'}`.",
-        *([f"Preset `{report['preset']['name']}` (settings not given as options): lr "
-           + ", ".join(f"{v:g} ({k})" for k, v in report["preset"]["learning_rate"].items())
-           + ", tau " + ", ".join(f"{v:g} ({k})" for k, v in report["preset"]["temperature"].items())
-           + f", lambda {report['preset']['penalty_weight']:g}, "
-           f"{report['preset']['epochs']:g} epochs, batch {report['preset']['batch_size']} x accumulation "
-           f"{report['preset']['grad_accum']}."] if "preset" in report else []),
+        *(
+            [
+                f"Preset `{report['preset']['name']}` (settings not given as options): lr "
+                + ", ".join(f"{v:g} ({k})" for k, v in report["preset"]["learning_rate"].items())
+                + ", tau "
+                + ", ".join(f"{v:g} ({k})" for k, v in report["preset"]["temperature"].items())
+                + f", lambda {report['preset']['penalty_weight']:g}, "
+                f"{report['preset']['epochs']:g} epochs, batch {report['preset']['batch_size']} x accumulation "
+                f"{report['preset']['grad_accum']}."
+            ]
+            if "preset" in report
+            else []
+        ),
         "",
     ]
     references = [r for r in REFERENCES if any(r in row["p_value"] for row in report["rows"])]
     lines += [
         "| row | nDCG@5 | nDCG@10 | nDCG@10 95% CI | recall@100 | MRR@10 | "
-        + "".join(f"p vs {r} | " for r in references) + "trainable params | train s | peak MB |",
+        + "".join(f"p vs {r} | " for r in references)
+        + "trainable params | train s | peak MB |",
         "|---|---|---|---|---|---|" + "---|" * len(references) + "---|---|---|",
     ]
 
@@ -279,8 +361,10 @@ def report_markdown(report: dict[str, Any]) -> str:
         m = row["metrics"]
         p = row["p_value"]
         lines.append(
-            f"| {row['row']} | {fmt(m['ndcg@5'])} | {fmt(m['ndcg@10'])} | {row['ndcg@10_ci95'][0]:.4f}–{row['ndcg@10_ci95'][1]:.4f} "
-            f"| {fmt(m['recall@100'])} | {fmt(m['mrr@10'])} | " + "".join(f"{p.get(r, float('nan')):.4f} | " for r in references)
+            f"| {row['row']} | {fmt(m['ndcg@5'])} | {fmt(m['ndcg@10'])} "
+            f"| {row['ndcg@10_ci95'][0]:.4f}–{row['ndcg@10_ci95'][1]:.4f} "
+            f"| {fmt(m['recall@100'])} | {fmt(m['mrr@10'])} | "
+            + "".join(f"{p.get(r, float('nan')):.4f} | " for r in references)
             + f"{row['trainable_parameters']:,} | {row['train_seconds']:.0f} | {row['peak_rss_mb'] or '-'} |"
         )
     lines += ["", f"Significance: {report['test']}.", ""]
@@ -302,7 +386,7 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("nDCG@10 (95% bootstrap CI)")
     ax.set_title(f"clpft ablation: {Path(report['data']).name}, {report['eval_split']} split")
-    low = min(m - l for m, l in zip(means, lows))
+    low = min(mean - bottom for mean, bottom in zip(means, lows))
     ax.set_ylim(max(0.0, low - 0.05), min(1.0, max(m + h for m, h in zip(means, highs)) + 0.05))
     fig.tight_layout()
     with atomic_file(path) as tmp:

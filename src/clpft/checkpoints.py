@@ -25,8 +25,11 @@ _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 def mark_complete(checkpoint: str | Path) -> None:
     folder = Path(checkpoint)
-    sizes = {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()
-             and p.name != MARKER}
+    sizes = {
+        str(p.relative_to(folder)): p.stat().st_size
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MARKER
+    }
     write_json(folder / MARKER, {"files": sizes})
 
 

@@ -70,8 +70,14 @@ class GuardResult:
 class Guard:
     """Scores the model on the validation split during training and keeps the best state (see the module)."""
 
-    def __init__(self, model: nn.Module, evaluate: Callable[[], dict[str, float]] | None, budget_share: float = 0.15,
-                 eval_steps: int = 0, patience: int = 0) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        evaluate: Callable[[], dict[str, float]] | None,
+        budget_share: float = 0.15,
+        eval_steps: int = 0,
+        patience: int = 0,
+    ) -> None:
         self.model, self.evaluate = model, evaluate
         self.budget_share, self.eval_steps, self.patience = budget_share, eval_steps, patience
         self.start = trainable_state(model)
@@ -175,5 +181,9 @@ class Guard:
         if result.chosen != "start" or result.start_score is None:
             return None
         later = [h[SCORE] for h in self.history if h["step"] > 0]
-        return (f"no trained state beat the untouched model on the validation split (nDCG@10 {result.start_score:.4f} "
-                f"at step 0, at best {max(later):.4f} later): saved the untouched model" if later else None)
+        return (
+            f"no trained state beat the untouched model on the validation split (nDCG@10 {result.start_score:.4f} "
+            f"at step 0, at best {max(later):.4f} later): saved the untouched model"
+            if later
+            else None
+        )

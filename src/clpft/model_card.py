@@ -10,7 +10,6 @@ from clpft.evaluation.metrics import LABELS
 from clpft.files import write_text
 
 
-
 def card_section(
     base_model: str,
     train_config: dict[str, Any],
@@ -23,13 +22,22 @@ def card_section(
         "## Fine-tuned with clpft",
         "",
         f"Base model: {base_model}. Method: ANCE hard negatives with "
-        + ("the Contrastive Learning Penalty" if train_config.get("loss") == "clp" else f"{train_config.get('loss')} loss")
+        + (
+            "the Contrastive Learning Penalty"
+            if train_config.get("loss") == "clp"
+            else f"{train_config.get('loss')} loss"
+        )
         + (f" (λ = {train_config.get('penalty_weight')})" if train_config.get("loss") == "clp" else "")
         + f", τ = {train_config.get('temperature')}"
-        + (f", MoE upcycling of the FFN `{train_config['moe']}` layers ({train_config.get('num_experts')} experts, "
-           f"top-{train_config.get('experts_per_token')})" if moe else "")
+        + (
+            f", MoE upcycling of the FFN `{train_config['moe']}` layers ({train_config.get('num_experts')} experts, "
+            f"top-{train_config.get('experts_per_token')})"
+            if moe
+            else ""
+        )
         + f", trained: {train_config.get('train_only')}; lr {train_config.get('learning_rate')}, "
-        f"{train_config.get('epochs')} epochs, batch {train_config.get('batch_size')} × accumulation {train_config.get('grad_accum')}, "
+        f"{train_config.get('epochs')} epochs, batch {train_config.get('batch_size')} "
+        f"× accumulation {train_config.get('grad_accum')}, "
         f"{train_config.get('num_negatives')} negatives per query"
         + (f" (preset `{train_config['preset']}`)" if train_config.get("preset") else "")
         + " (Yu 2024, arXiv:2412.17364).",
@@ -49,7 +57,8 @@ def card_section(
         'model = clpft.load_model("PATH")',
         "# or, without clpft installed:",
         "from sentence_transformers import SentenceTransformer",
-        'model = SentenceTransformer("PATH"' + (", trust_remote_code=True)  # MoE layers live in modeling_clpft_moe.py" if moe else ")"),
+        'model = SentenceTransformer("PATH"'
+        + (", trust_remote_code=True)  # MoE layers live in modeling_clpft_moe.py" if moe else ")"),
         "```",
         "",
     ]
@@ -62,7 +71,7 @@ def add_to_model_card(model_dir: str | Path, section: str) -> None:
     path = Path(model_dir) / "README.md"
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     if _START in text and _END in text:
-        text = text[: text.index(_START)] + text[text.index(_END) + len(_END) + 1:]
+        text = text[: text.index(_START)] + text[text.index(_END) + len(_END) + 1 :]
         text = text.replace("\n\n\n", "\n\n", 1)
     block = f"{_START}\n{section}{_END}\n"
     if text.startswith("---\n") and "\n---\n" in text[4:]:

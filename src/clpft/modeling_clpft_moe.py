@@ -56,7 +56,7 @@ class MoELinear(nn.Module):
         self.router = nn.Linear(in_features, num_experts, bias=False)
 
     @classmethod
-    def from_dense(cls, dense: nn.Linear, num_experts: int = 2, experts_per_token: int = 1) -> "MoELinear":
+    def from_dense(cls, dense: nn.Linear, num_experts: int = 2, experts_per_token: int = 1) -> MoELinear:
         """Upcycle: every expert starts as a copy of ``dense``; the router starts small and random."""
         moe = cls(dense.in_features, dense.out_features, num_experts, experts_per_token, bias=dense.bias is not None)
         moe = moe.to(device=dense.weight.device, dtype=dense.weight.dtype)

@@ -54,8 +54,12 @@ def load_model(
         raise ClpftError(f"could not load model {name_or_path}{hint}: {str(error).splitlines()[0]}") from error
 
 
-def save_model(model: SentenceTransformer, out: str | os.PathLike, overwrite: bool = False,
-               extras: Callable[[Path], None] | None = None) -> Path:
+def save_model(
+    model: SentenceTransformer,
+    out: str | os.PathLike,
+    overwrite: bool = False,
+    extras: Callable[[Path], None] | None = None,
+) -> Path:
     """Save in sentence-transformers' format (safetensors), atomically: the folder appears complete or
     not at all. MoE models also get ``modeling_clpft_moe.py`` and an ``auto_map`` in config.json.
     ``extras(folder)`` writes more files into the folder before it appears (training.json, the model

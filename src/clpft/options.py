@@ -127,7 +127,7 @@ def check_ranges(values: Mapping[str, Any]) -> None:
 
 
 def parse_merge(value: str | float | None) -> str | float:
-    """"none", "auto" or a number in [0, 1]; anything else raises ValueError with the message to show."""
+    """ "none", "auto" or a number in [0, 1]; anything else raises ValueError with the message to show."""
     if value is None or value == "none":
         return "none"
     if value == "auto":
@@ -190,4 +190,6 @@ class TrainConfig:
         except ValueError as error:
             raise ClpftError(str(error)) from None
         if self.merge == "auto" and not (self.guard and self.val_fraction > 0):
-            raise ClpftError("--merge auto chooses α on the validation split: it needs --val-fraction above 0 (and the guard)")
+            raise ClpftError(
+                "--merge auto chooses α on the validation split: it needs --val-fraction above 0 (and the guard)"
+            )

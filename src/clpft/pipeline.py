@@ -9,28 +9,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
-import shutil
 import resource
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import clpft
-from clpft.data import load_dataset, read_train_jsonl, write_train_jsonl
 from clpft.checkpoints import remove_all
+from clpft.data import load_dataset, read_train_jsonl, write_train_jsonl
 from clpft.data.download import resolve_data
 from clpft.errors import ClpftError
 from clpft.evaluation import LABELS, METRICS, encode_corpus, evaluate_model
 from clpft.faults import kill_point
 from clpft.files import remove_stale_temporaries, write_json
 from clpft.manifest import build_manifest
-from clpft.model_card import add_to_model_card, card_section
-from clpft.plots import plot_loss
 from clpft.mining import MiningStats, mine_negatives
-from clpft.negqueries.chain import GeneratorSettings
+from clpft.model_card import add_to_model_card, card_section
 from clpft.models import load_model, save_model
+from clpft.negqueries.chain import GeneratorSettings
+from clpft.plots import plot_loss
 from clpft.training import TrainConfig, TrainResult, resume_checkpoint, train_model
-
 
 
 def peak_rss_mb() -> float:
@@ -77,17 +76,28 @@ def run(options: RunOptions) -> dict[str, Any]:
     """The whole method on one dataset; returns what it writes to RUN_DIR/metrics.json."""
     out = Path(options.out)
     if out.exists() and any(out.iterdir()) and not (options.overwrite or options.resume):
-        raise ClpftError(f"{out} already exists and is not empty (pass --resume to continue it, --overwrite to replace it)")
+        raise ClpftError(
+            f"{out} already exists and is not empty (pass --resume to continue it, --overwrite to replace it)"
+        )
     identity = _identity(options)
     if options.resume and (out / "run.json").is_file():
         before = json.loads((out / "run.json").read_text(encoding="utf-8"))
         changed = sorted(k for k in identity.keys() | before.keys() if identity.get(k) != before.get(k))
         if changed:
-            raise ClpftError(f"{out} holds a different run (it differs in {', '.join(changed)}); "
-                             "pass --overwrite to replace it or choose another --out")
+            raise ClpftError(
+                f"{out} holds a different run (it differs in {', '.join(changed)}); "
+                "pass --overwrite to replace it or choose another --out"
+            )
     if options.overwrite and not options.resume:
         # metrics.json first: it is what marks a run folder as finished.
-        for stale in ("metrics.json", "run.json", "base_metrics.json", "train.jsonl", "train.jsonl.stats.json", "checkpoints"):
+        for stale in (
+            "metrics.json",
+            "run.json",
+            "base_metrics.json",
+            "train.jsonl",
+            "train.jsonl.stats.json",
+            "checkpoints",
+        ):
             path = out / stale
             if path.is_dir():
                 shutil.rmtree(path)
@@ -107,13 +117,18 @@ def run(options: RunOptions) -> dict[str, Any]:
     model = load_model(options.model, trust_remote_code=options.trust_remote_code)
     max_q = min(cfg.query_max_tokens, model.max_seq_length or cfg.query_max_tokens)
     max_p = min(cfg.passage_max_tokens, model.max_seq_length or cfg.passage_max_tokens)
-    print(f"model: {options.model or clpft.models.DEFAULT_MODEL_NAME}; query/passage max tokens {max_q}/{max_p}", flush=True)
+    print(
+        f"model: {options.model or clpft.models.DEFAULT_MODEL_NAME}; query/passage max tokens {max_q}/{max_p}",
+        flush=True,
+    )
 
     # With --resume every stage whose output is already in RUN_DIR is read back instead of redone.
     if options.resume and (out / "metrics.json").is_file() and (out / "model").is_dir():
         report = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
         print(f"{out} is already finished", flush=True)
-        print(format_table({"base": report["base"]["metrics"], "fine-tuned": report["finetuned"]["metrics"]}), flush=True)
+        print(
+            format_table({"base": report["base"]["metrics"], "fine-tuned": report["finetuned"]["metrics"]}), flush=True
+        )
         return report
     base_file, train_file, stats_file = out / "base_metrics.json", out / "train.jsonl", out / "train.jsonl.stats.json"
     resumed = options.resume and base_file.is_file() and train_file.is_file() and stats_file.is_file()
@@ -129,7 +144,9 @@ def run(options: RunOptions) -> dict[str, Any]:
         t = time.perf_counter()
         corpus_emb = encode_corpus(model, eval_data, max_p, options.encode_batch_size, show)
         encode_seconds = time.perf_counter() - t
-        base = evaluate_model(model, eval_data, options.top_k, max_q, max_p, options.encode_batch_size, corpus_emb, show)
+        base = evaluate_model(
+            model, eval_data, options.top_k, max_q, max_p, options.encode_batch_size, corpus_emb, show
+        )
         write_json(base_file, base)
     print(f"base model on {options.eval_split}: nDCG@10 {base['metrics']['ndcg@10']:.4f}", flush=True)
     if not resumed:
@@ -152,8 +169,14 @@ def run(options: RunOptions) -> dict[str, Any]:
         # With a validation split, its queries rank the whole training corpus, as the test will.
         val_corpus = {d: doc.full_text for d, doc in train_data.corpus.items()} if cfg.val_fraction else None
         result = train_model(model, examples, cfg, show_progress=show, val_corpus=val_corpus)
-        save_model(model, out / "model", overwrite=True, extras=lambda folder: write_json(
-            folder / "training.json", {**result.to_json(), "config": dataclasses.asdict(cfg)}))
+        save_model(
+            model,
+            out / "model",
+            overwrite=True,
+            extras=lambda folder: write_json(
+                folder / "training.json", {**result.to_json(), "config": dataclasses.asdict(cfg)}
+            ),
+        )
     remove_all(checkpoints)  # the finished model replaces them
     tuned = evaluate_model(model, eval_data, options.top_k, max_q, max_p, options.encode_batch_size, None, show)
     kill_point("run.evaluated")
@@ -162,8 +185,14 @@ def run(options: RunOptions) -> dict[str, Any]:
 
 def _identity(options: RunOptions) -> dict[str, Any]:
     """What makes two runs the same run: every option but where it goes and how it is shown."""
-    flat = {k: v for k, v in dataclasses.asdict(options).items() if k not in ("out", "overwrite", "resume", "quiet", "train")}
-    flat |= {f"train.{k}": v for k, v in dataclasses.asdict(options.train).items() if k not in ("checkpoint_dir", "resume")}
+    flat = {
+        k: v
+        for k, v in dataclasses.asdict(options).items()
+        if k not in ("out", "overwrite", "resume", "quiet", "train")
+    }
+    flat |= {
+        f"train.{k}": v for k, v in dataclasses.asdict(options.train).items() if k not in ("checkpoint_dir", "resume")
+    }
     return json.loads(json.dumps(flat, default=str))
 
 
@@ -188,7 +217,9 @@ def _mine(options: RunOptions, model, train_data, corpus_emb, max_q: int, max_p:
     )
 
 
-def _report(options: RunOptions, cfg: TrainConfig, out: Path, base, tuned, stats, result, started: float, encode_seconds: float):
+def _report(
+    options: RunOptions, cfg: TrainConfig, out: Path, base, tuned, stats, result, started: float, encode_seconds: float
+):
     report = {
         "clpft_version": clpft.__version__,
         "data": str(options.data),
@@ -213,14 +244,26 @@ def _report(options: RunOptions, cfg: TrainConfig, out: Path, base, tuned, stats
     }
     add_to_model_card(
         out / "model",
-        card_section(report["model"], report["train_config"], report["data"], (base["metrics"], tuned["metrics"]), options.eval_split),
+        card_section(
+            report["model"],
+            report["train_config"],
+            report["data"],
+            (base["metrics"], tuned["metrics"]),
+            options.eval_split,
+        ),
     )
     plot_loss(result.loss_history, out / "training_loss.png", result.val_history)
     root = resolve_data(options.data)
     data_files = [root / name for name in ("corpus.jsonl", "queries.jsonl")]
     data_files += [root / "qrels" / f"{split}.tsv" for split in (options.train_split, options.eval_split)]
-    write_json(out / "manifest.json", build_manifest(report["options"] | {"train": report["train_config"]}, data_files, cfg.seed))
+    write_json(
+        out / "manifest.json",
+        build_manifest(report["options"] | {"train": report["train_config"]}, data_files, cfg.seed),
+    )
     write_json(out / "metrics.json", report)  # last: it marks the run as finished
     print(format_table({"base": base["metrics"], "fine-tuned": tuned["metrics"]}), flush=True)
-    print(f"wall time {report['seconds']['total']:.0f} s, peak memory {report['peak_rss_mb']:.0f} MB; wrote {out}/", flush=True)
+    print(
+        f"wall time {report['seconds']['total']:.0f} s, peak memory {report['peak_rss_mb']:.0f} MB; wrote {out}/",
+        flush=True,
+    )
     return report

@@ -7,7 +7,9 @@ from pathlib import Path
 from clpft.files import atomic_file
 
 
-def plot_loss(history: list[dict[str, float]], path: str | Path, val_history: list[dict[str, float]] | None = None) -> None:
+def plot_loss(
+    history: list[dict[str, float]], path: str | Path, val_history: list[dict[str, float]] | None = None
+) -> None:
     """The logged training loss against the optimizer step and, with a validation split, its nDCG@10
     on a second axis; nothing is written without history."""
     points = [(h["step"], h["loss"]) for h in history if "step" in h and "loss" in h]
@@ -26,8 +28,14 @@ def plot_loss(history: list[dict[str, float]], path: str | Path, val_history: li
     curve = [(v["step"], v["ndcg@10"]) for v in val_history or [] if "ndcg@10" in v]
     if curve:
         right = ax.twinx()
-        right.plot([c[0] for c in curve], [c[1] for c in curve], color="tab:orange", marker="s", markersize=4,
-                   label="validation nDCG@10")
+        right.plot(
+            [c[0] for c in curve],
+            [c[1] for c in curve],
+            color="tab:orange",
+            marker="s",
+            markersize=4,
+            label="validation nDCG@10",
+        )
         right.set_ylabel("validation nDCG@10")
         fig.legend(loc="upper center", ncol=2, fontsize=8)
     fig.tight_layout()

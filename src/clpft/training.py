@@ -7,10 +7,10 @@ queries and passages get their own length limits, and only the chosen layers tra
 
 from __future__ import annotations
 
-import logging
 import contextlib
 import dataclasses
 import hashlib
+import logging
 import math
 import os
 import random
@@ -107,13 +107,15 @@ class CLPDataCollator:
         with_negative_queries: bool = True,
         max_queries_per_negative: int = 8,
         seed: int = 42,
-    ) -> "CLPDataCollator":
+    ) -> CLPDataCollator:
         limit = model.max_seq_length
         prompts = getattr(model, "prompts", None) or {}
         return cls(
             preprocess_fn=model.preprocess,
             query_max_tokens=min(query_max_tokens, limit) if limit and query_max_tokens else query_max_tokens or limit,
-            passage_max_tokens=min(passage_max_tokens, limit) if limit and passage_max_tokens else passage_max_tokens or limit,
+            passage_max_tokens=min(passage_max_tokens, limit)
+            if limit and passage_max_tokens
+            else passage_max_tokens or limit,
             query_prompt=prompts.get("query"),
             passage_prompt=prompts.get("document") or prompts.get("passage"),
             with_negative_queries=with_negative_queries,
@@ -127,10 +129,14 @@ class CLPDataCollator:
             batch[f"{column}_{key}"] = value
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        negative_columns = sorted((c for c in features[0] if c.startswith("negative_")), key=lambda c: int(c.split("_")[1]))
+        negative_columns = sorted(
+            (c for c in features[0] if c.startswith("negative_")), key=lambda c: int(c.split("_")[1])
+        )
         batch: dict[str, Any] = {}
         self._tokenize(batch, "query", [f["query"] for f in features], self.query_prompt, self.query_max_tokens)
-        positives = [f["positive"] if "positive" in f else self.choose_positive(f["query"], f["positives"]) for f in features]
+        positives = [
+            f["positive"] if "positive" in f else self.choose_positive(f["query"], f["positives"]) for f in features
+        ]
         self._tokenize(batch, "positive", positives, self.passage_prompt, self.passage_max_tokens)
         for column in negative_columns:
             self._tokenize(batch, column, [f[column] for f in features], self.passage_prompt, self.passage_max_tokens)
@@ -182,7 +188,9 @@ def _trainer_class():
             self.rows_by_epoch: dict[int, int] = {}
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            result = super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
             terms = getattr(self.loss, "last_terms", None)
             if model.training and terms:
                 self.track_loss_components(terms)  # sentence-transformers logs them beside "loss"
@@ -208,7 +216,8 @@ def _trainer_class():
             if not torch.isfinite(loss).all():
                 raise NonFiniteLoss(
                     f"the loss became {loss.item()} at step {self.state.global_step + 1}; stopped "
-                    "(lower --lr, raise --temperature, or check the training data); the last checkpoint, if any, is kept"
+                    "(lower --lr, raise --temperature, or check the training data); "
+                    "the last checkpoint, if any, is kept"
                 )
             return loss
 
@@ -274,7 +283,9 @@ class TrainResult:
         return dict(self.__dict__)
 
 
-def split_validation(examples: list[TrainExample], fraction: float, seed: int) -> tuple[list[TrainExample], list[TrainExample]]:
+def split_validation(
+    examples: list[TrainExample], fraction: float, seed: int
+) -> tuple[list[TrainExample], list[TrainExample]]:
     """A seeded share of the training *queries* held out for validation (all rows of a query go one way).
 
     The held-out queries are also taken out of every training row's negatives' own queries: mined from
@@ -312,8 +323,9 @@ def count_own_queries(examples: list[TrainExample]) -> int:
     return sum(len(queries) for e in examples for queries in e.neg_q)
 
 
-def validation_evaluator(examples: list[TrainExample], model: SentenceTransformer, batch_size: int = 32,
-                         corpus: dict[str, str] | None = None):
+def validation_evaluator(
+    examples: list[TrainExample], model: SentenceTransformer, batch_size: int = 32, corpus: dict[str, str] | None = None
+):
     """sentence-transformers' InformationRetrievalEvaluator over the validation queries.
 
     Without ``corpus`` it ranks the pool of their positives and mined hard negatives: cheap enough to run
@@ -332,16 +344,27 @@ def validation_evaluator(examples: list[TrainExample], model: SentenceTransforme
         queries[qid] = e.query
         if corpus is not None:
             if not e.pos_ids or any(d not in corpus for d in e.pos_ids):
-                raise ClpftError(f"validation on the whole corpus: query {qid!r} has positives that are not in it "
-                                 "(the training set needs pos_ids from this corpus)")
+                raise ClpftError(
+                    f"validation on the whole corpus: query {qid!r} has positives that are not in it "
+                    "(the training set needs pos_ids from this corpus)"
+                )
         for k, text in enumerate(e.pos):
             pool[doc_id(e.pos_ids, k, text)] = text
             relevant.setdefault(qid, set()).add(doc_id(e.pos_ids, k, text))
         for k, text in enumerate(e.neg):
             pool.setdefault(doc_id(e.neg_ids, k, text), text)
     return InformationRetrievalEvaluator(
-        queries, corpus if corpus is not None else pool, relevant, name="val", ndcg_at_k=[5, 10], mrr_at_k=[10], accuracy_at_k=[1],
-        precision_recall_at_k=[10], map_at_k=[100], batch_size=batch_size, write_csv=False,
+        queries,
+        corpus if corpus is not None else pool,
+        relevant,
+        name="val",
+        ndcg_at_k=[5, 10],
+        mrr_at_k=[10],
+        accuracy_at_k=[1],
+        precision_recall_at_k=[10],
+        map_at_k=[100],
+        batch_size=batch_size,
+        write_csv=False,
         score_functions={"cosine": cos_sim},  # a fixed name, so the metric keys do not depend on the model
     )
 
@@ -363,7 +386,10 @@ def make_loss(model: SentenceTransformer, config: TrainConfig) -> torch.nn.Modul
 
 
 def train_model(
-    model: SentenceTransformer, examples: list[TrainExample], config: TrainConfig, show_progress: bool = True,
+    model: SentenceTransformer,
+    examples: list[TrainExample],
+    config: TrainConfig,
+    show_progress: bool = True,
     val_corpus: dict[str, str] | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` in place on ``examples`` as ``config`` says (upcycling it to MoE first if asked).
@@ -382,8 +408,10 @@ def train_model(
     if config.moe == "none" and config.train_only == "moe" and not moe_settings(model):
         raise ClpftError("--train-only moe needs --moe intermediate or output (or use --train-only all/intermediate)")
     if config.moe_learning_rate is not None and (config.moe == "none" or config.train_only != "all"):
-        raise ClpftError("--moe-lr is the MoE layers' learning rate when every weight trains: it needs --moe intermediate "
-                         "or output and --train-only all (otherwise --lr is theirs)")
+        raise ClpftError(
+            "--moe-lr is the MoE layers' learning rate when every weight trains: it needs --moe intermediate "
+            "or output and --train-only all (otherwise --lr is theirs)"
+        )
     set_seed(config.seed)
     existing = moe_settings(model)
     if existing:
@@ -400,11 +428,16 @@ def train_model(
     examples, val_examples = split_validation(examples, config.val_fraction, config.seed)
     own_removed = own_before - count_own_queries(examples) - count_own_queries(val_examples)
     if own_removed:
-        print(f"validation: {own_removed} held-out query texts removed from the training rows' negatives' own queries",
-              flush=True)
+        print(
+            f"validation: {own_removed} held-out query texts removed from the training rows' negatives' own queries",
+            flush=True,
+        )
     evaluator = validation_evaluator(val_examples, model, corpus=val_corpus) if val_examples else None
     if val_examples:
-        print(f"validation: {len(val_examples)} held-out training queries (--val-fraction {config.val_fraction})", flush=True)
+        print(
+            f"validation: {len(val_examples)} held-out training queries (--val-fraction {config.val_fraction})",
+            flush=True,
+        )
     dataset, skipped = build_dataset(examples, config.num_negatives)
     loss = make_loss(model, config)
     collator = CLPDataCollator.for_model(
@@ -417,8 +450,11 @@ def train_model(
     )
     # The sampler decides the batches (with conflicts, more than len(dataset) / batch_size), the trainer
     # takes ceil(batches / world) per process (accelerate's even sharding) and steps every grad_accum.
-    batches = len(NoFalseNegativesBatchSampler(dataset, config.batch_size, False, seed=config.seed)) \
-        if config.batch_size > 1 else len(dataset)
+    batches = (
+        len(NoFalseNegativesBatchSampler(dataset, config.batch_size, False, seed=config.seed))
+        if config.batch_size > 1
+        else len(dataset)
+    )
     # torchrun sets WORLD_SIZE; the process group itself starts only with the training arguments below.
     world = int(os.environ.get("WORLD_SIZE", "1"))
     steps_per_epoch = math.ceil(math.ceil(batches / world) / config.grad_accum)
@@ -468,9 +504,15 @@ def train_model(
         trainer_class, epoch_callback, guard_callback = _trainer_class()
         trainer = trainer_class(model=model, args=args, train_dataset=dataset, loss=loss, data_collator=collator)
         trainer.add_callback(epoch_callback(collator))
-        # The guard (clpft.guard) scores the held-out queries at step 0 and on its time budget, and keeps the best state.
-        guard = Guard(model, (lambda: _val_metrics(evaluator(model))) if evaluator is not None else None,
-                      budget_share=config.eval_budget, eval_steps=config.eval_steps, patience=config.patience)
+        # The guard (clpft.guard) scores the held-out queries at step 0 and on its time budget, and keeps the
+        # best state.
+        guard = Guard(
+            model,
+            (lambda: _val_metrics(evaluator(model))) if evaluator is not None else None,
+            budget_share=config.eval_budget,
+            eval_steps=config.eval_steps,
+            patience=config.patience,
+        )
         trainer.add_callback(guard_callback(guard))
         if not show_progress:
             from transformers.trainer_callback import PrinterCallback
@@ -481,18 +523,26 @@ def train_model(
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         seconds = time.perf_counter() - started
         history = [
-            {k: v for k, v in entry.items() if k in ("step", "epoch", "loss", "infonce", "penalty", "learning_rate", "grad_norm")}
+            {
+                k: v
+                for k, v in entry.items()
+                if k in ("step", "epoch", "loss", "infonce", "penalty", "learning_rate", "grad_norm")
+            }
             for entry in trainer.state.log_history
             if "loss" in entry
         ]
         steps = trainer.state.global_step
-        chosen = guard.finish(steps, config.merge, seconds - guard.eval_seconds + guard.step_zero_seconds,
-                              select=config.guard)
+        chosen = guard.finish(
+            steps, config.merge, seconds - guard.eval_seconds + guard.step_zero_seconds, select=config.guard
+        )
         val_history = guard.history
+        final = chosen.final_score if chosen.final_score is not None else float("nan")
         if evaluator is not None:
-            print(f"validation: saved {chosen.chosen} (nDCG@10 {chosen.final_score if chosen.final_score is not None else float('nan'):.4f}; "
-                  f"step 0 {chosen.start_score:.4f}); evaluation took {100 * chosen.eval_share:.0f}% of the training time",
-                  flush=True)
+            print(
+                f"validation: saved {chosen.chosen} (nDCG@10 {final:.4f}; step 0 {chosen.start_score:.4f}); "
+                f"evaluation took {100 * chosen.eval_share:.0f}% of the training time",
+                flush=True,
+            )
             message = guard.message(chosen) if config.guard else validation_regression(val_history)
             if message:
                 logger.warning(message)
@@ -501,9 +551,20 @@ def train_model(
     model.eval()
     epochs_run = sorted(trainer.batches_by_epoch)
     return TrainResult(
-        trainable, total, len(dataset), skipped, steps, round(seconds, 2), history, val_history, len(val_examples), world,
-        steps_per_epoch=steps_per_epoch, batches_per_epoch=[trainer.batches_by_epoch[e] for e in epochs_run],
-        rows_per_epoch=[trainer.rows_by_epoch[e] for e in epochs_run], val_own_queries_removed=own_removed,
+        trainable,
+        total,
+        len(dataset),
+        skipped,
+        steps,
+        round(seconds, 2),
+        history,
+        val_history,
+        len(val_examples),
+        world,
+        steps_per_epoch=steps_per_epoch,
+        batches_per_epoch=[trainer.batches_by_epoch[e] for e in epochs_run],
+        rows_per_epoch=[trainer.rows_by_epoch[e] for e in epochs_run],
+        val_own_queries_removed=own_removed,
         guard=dataclasses.asdict(chosen),
     )
 
@@ -519,7 +580,8 @@ def reuse_moe_message(existing: dict[str, Any], config: TrainConfig) -> str:
         raise ClpftError(
             f"the model is already MoE ({described}) but the options ask for --moe {asked[0]} --num-experts "
             f"{asked[1]} --experts-per-token {asked[2]}: pass the model's own settings, --moe none to train it as it "
-            "is, or start from a dense model")
+            "is, or start from a dense model"
+        )
     return f"the model is already MoE ({described}): its experts and routers are trained as they are"
 
 
@@ -552,8 +614,10 @@ def validation_regression(val_history: list[dict[str, float]]) -> str | None:
     before, after = val_history[0]["ndcg@10"], val_history[-1]["ndcg@10"]
     if after >= before:
         return None
-    return (f"validation nDCG@10 fell from {before:.4f} before training to {after:.4f} after: on the held-out "
-            "queries the untouched model is better; try --preset paper or a lower --lr")
+    return (
+        f"validation nDCG@10 fell from {before:.4f} before training to {after:.4f} after: on the held-out "
+        "queries the untouched model is better; try --preset paper or a lower --lr"
+    )
 
 
 def _checkpointing_args(enabled: bool) -> dict[str, Any]:
@@ -568,4 +632,4 @@ def _checkpointing_args(enabled: bool) -> dict[str, Any]:
 def _val_metrics(entry: dict[str, float]) -> dict[str, float]:
     # the evaluator's "val_cosine_ndcg@10" -> "ndcg@10"
     prefix = "val_cosine_"
-    return {k[len(prefix):]: round(float(v), 6) for k, v in entry.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: round(float(v), 6) for k, v in entry.items() if k.startswith(prefix)}

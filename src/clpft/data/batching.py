@@ -48,9 +48,17 @@ class NoFalseNegativesBatchSampler(DefaultBatchSampler):
     over a dataset with a ``query`` column, a ``positives`` (list) or ``positive`` column and
     ``negative_1..k`` columns, as ``clpft.training.build_dataset`` writes it."""
 
-    def __init__(self, dataset, batch_size: int, drop_last: bool, valid_label_columns=None, generator=None, seed: int = 0):
-        super().__init__(dataset, batch_size=batch_size, drop_last=drop_last, valid_label_columns=valid_label_columns,
-                         generator=generator, seed=seed)
+    def __init__(
+        self, dataset, batch_size: int, drop_last: bool, valid_label_columns=None, generator=None, seed: int = 0
+    ):
+        super().__init__(
+            dataset,
+            batch_size=batch_size,
+            drop_last=drop_last,
+            valid_label_columns=valid_label_columns,
+            generator=generator,
+            seed=seed,
+        )
         columns = dataset.column_names
         negative_columns = [c for c in columns if c.startswith("negative")]
         positives = dataset["positives"] if "positives" in columns else [[p] for p in dataset["positive"]]

@@ -108,7 +108,9 @@ def load_qrels(path: Path) -> tuple[dict[str, dict[str, int]], int]:
         is_first, first = first, False
         parts = text.split("\t")
         if len(parts) != 3:
-            raise DataError(path, number, f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(parts)}")
+            raise DataError(
+                path, number, f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(parts)}"
+            )
         query_id, doc_id, score = (part.strip() for part in parts)
         try:
             grade = int(float(score))

@@ -51,8 +51,10 @@ def _fetch(url: str, target: Path) -> bool:
     except urllib.error.URLError as error:
         if isinstance(error.reason, FileNotFoundError):
             return False
-        raise ClpftError(f"cannot download {url}: {error.reason} (no network? download once on a connected machine "
-                         f"and copy {cache_root()})") from error
+        raise ClpftError(
+            f"cannot download {url}: {error.reason} (no network? download once on a connected machine "
+            f"and copy {cache_root()})"
+        ) from error
 
 
 def _beir(name: str, folder: Path, scratch: Path) -> None:
@@ -101,13 +103,20 @@ def _miracl(lang: str, folder: Path, scratch: Path) -> None:
             handle.write(json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n")
     with (folder / "corpus.jsonl").open("w", encoding="utf-8") as out:
         shard = 0
-        while _fetch(f"{base}/miracl-corpus/resolve/main/miracl-corpus-v1.0-{lang}/docs-{shard}.jsonl.gz", scratch / "shard.gz"):
+        while _fetch(
+            f"{base}/miracl-corpus/resolve/main/miracl-corpus-v1.0-{lang}/docs-{shard}.jsonl.gz", scratch / "shard.gz"
+        ):
             with gzip.open(scratch / "shard.gz", "rt", encoding="utf-8") as handle:
                 for line in handle:
                     if line.strip():
                         doc = json.loads(line)
-                        out.write(json.dumps({"_id": doc["docid"], "title": doc.get("title", ""), "text": doc["text"]},
-                                             ensure_ascii=False) + "\n")
+                        out.write(
+                            json.dumps(
+                                {"_id": doc["docid"], "title": doc.get("title", ""), "text": doc["text"]},
+                                ensure_ascii=False,
+                            )
+                            + "\n"
+                        )
             shard += 1
         if shard == 0:
             raise ClpftError(f"MIRACL has no corpus for {lang!r} at {base}")

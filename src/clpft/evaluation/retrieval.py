@@ -16,7 +16,11 @@ from clpft.mining.search import exact_search
 
 
 def encode_corpus(
-    model: SentenceTransformer, dataset: Dataset, passage_max_tokens: int = 512, batch_size: int = 64, show_progress: bool = False
+    model: SentenceTransformer,
+    dataset: Dataset,
+    passage_max_tokens: int = 512,
+    batch_size: int = 64,
+    show_progress: bool = False,
 ) -> np.ndarray:
     """Embeddings of every document, in ``dataset.corpus`` order."""
     texts = [doc.full_text for doc in dataset.corpus.values()]
@@ -37,7 +41,9 @@ def retrieve(
     if corpus_embeddings is None:
         corpus_embeddings = encode_corpus(model, dataset, passage_max_tokens, batch_size, show_progress)
     query_ids = sorted(dataset.qrels)
-    query_emb = encode_texts(model, [dataset.queries[q] for q in query_ids], "query", query_max_tokens, batch_size, show_progress)
+    query_emb = encode_texts(
+        model, [dataset.queries[q] for q in query_ids], "query", query_max_tokens, batch_size, show_progress
+    )
     scores, indices = exact_search(query_emb, corpus_embeddings, top_k)
     doc_ids = list(dataset.corpus)
     return {
@@ -58,7 +64,9 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """{"split", "num_queries", "metrics": {...}, "per_query": {qid: {...}}, "seconds"}."""
     started = time.perf_counter()
-    run = retrieve(model, dataset, top_k, query_max_tokens, passage_max_tokens, batch_size, corpus_embeddings, show_progress)
+    run = retrieve(
+        model, dataset, top_k, query_max_tokens, passage_max_tokens, batch_size, corpus_embeddings, show_progress
+    )
     kill_point("evaluate.encoded")
     mean, per_query = compute_metrics(dataset.qrels, run)
     return {

@@ -9,7 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, resamples: int = 10000, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float], confidence: float = 0.95, resamples: int = 10000, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean: resample queries with replacement."""
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:

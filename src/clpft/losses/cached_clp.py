@@ -45,7 +45,9 @@ class CachedCLPLoss(CachedLossMixin, CLPLoss):
         self._num_columns = 2 + num_negatives
         return self.forward_cached(features, labels)
 
-    def calculate_loss(self, reps: list[list[Tensor]], labels: Tensor | None = None, *, with_backward: bool = False) -> Tensor:
+    def calculate_loss(
+        self, reps: list[list[Tensor]], labels: Tensor | None = None, *, with_backward: bool = False
+    ) -> Tensor:
         columns = [torch.cat(parts) for parts in reps]
         neg_queries = columns[self._num_columns] if len(columns) > self._num_columns else None
         loss = self.compute_loss_from_embeddings(columns[: self._num_columns], neg_queries, labels)
@@ -56,4 +58,3 @@ class CachedCLPLoss(CachedLossMixin, CLPLoss):
 
     def get_config_dict(self):
         return {**super().get_config_dict(), "mini_batch_size": self.mini_batch_size}
-

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 try:  # sentence-transformers >= 6: one forward pass for all candidate columns
     from sentence_transformers.base.losses.merged_forward import embed_columns
 except ImportError:  # pragma: no cover
+
     def embed_columns(model, features_list):
         return [model(features)["sentence_embedding"] for features in features_list]
 
@@ -193,7 +194,8 @@ class CLPLoss(nn.Module):
     def citation(self) -> str:
         return """
 @misc{yu2024clp,
-      title={Efficient fine-tuning methodology of text embedding models for information retrieval: contrastive learning penalty (clp)},
+      title={Efficient fine-tuning methodology of text embedding models for information retrieval:
+             contrastive learning penalty (clp)},
       author={Jeongsu Yu},
       year={2024},
       eprint={2412.17364},

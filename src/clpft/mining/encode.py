@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
+
 from clpft.faults import kill_point
 
 

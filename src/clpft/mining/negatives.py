@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import defaultdict
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -51,9 +50,21 @@ class MiningStats:
         return (
             f"mined {self.negatives} {self.strategy} negatives for {self.queries} queries; "
             f"{self.negatives_with_queries} ({100 * self.share_with_queries:.1f}%) have at least one query of their own"
-            + (f"; {self.queries_with_fewer_negatives} queries got fewer negatives than asked" if self.queries_with_fewer_negatives else "")
-            + (f"; {self.dropped_by_score_ratio} candidates dropped by --max-score-ratio" if self.dropped_by_score_ratio else "")
-            + (f"; queries by source (negatives): {self.neg_query_sources}" if set(self.neg_query_sources) - {"qrels", "none"} else "")
+            + (
+                f"; {self.queries_with_fewer_negatives} queries got fewer negatives than asked"
+                if self.queries_with_fewer_negatives
+                else ""
+            )
+            + (
+                f"; {self.dropped_by_score_ratio} candidates dropped by --max-score-ratio"
+                if self.dropped_by_score_ratio
+                else ""
+            )
+            + (
+                f"; queries by source (negatives): {self.neg_query_sources}"
+                if set(self.neg_query_sources) - {"qrels", "none"}
+                else ""
+            )
         )
 
 
@@ -122,7 +133,12 @@ def mine_negatives(
         corpus_emb = corpus_embeddings
         if corpus_emb is None:
             corpus_emb = encode_texts(
-                model, [dataset.corpus[d].full_text for d in doc_ids], "document", passage_max_tokens, batch_size, show_progress
+                model,
+                [dataset.corpus[d].full_text for d in doc_ids],
+                "document",
+                passage_max_tokens,
+                batch_size,
+                show_progress,
             )
         query_emb = encode_texts(
             model, [dataset.queries[q] for q in query_ids], "query", query_max_tokens, batch_size, show_progress
@@ -179,8 +195,15 @@ def mine_negatives(
     with_queries = sum(1 for e in examples for qs in e.neg_q if qs)
     sources = Counter(part for e in examples for source in (e.neg_q_source or []) for part in source.split("+"))
     stats = MiningStats(
-        strategy, len(examples), total, with_queries, short, dropped, round(time.perf_counter() - started, 2),
-        dict(sorted(sources.items())), [s.line() for s in summaries],
+        strategy,
+        len(examples),
+        total,
+        with_queries,
+        short,
+        dropped,
+        round(time.perf_counter() - started, 2),
+        dict(sorted(sources.items())),
+        [s.line() for s in summaries],
     )
     # debug, not info: `clpft mine` and `clpft run` print this line themselves (it is a result, shown under --quiet)
     logger.debug(stats.summary())

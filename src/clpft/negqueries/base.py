@@ -15,7 +15,9 @@ def parse_backends(spec: str) -> list[str]:
     names = [part.strip() for part in spec.split(",") if part.strip()]
     unknown = [n for n in names if n not in BACKENDS]
     if unknown or not names:
-        raise ClpftError(f"--neg-queries: unknown backend {', '.join(unknown) or '(empty)'} (choose from {', '.join(BACKENDS)})")
+        raise ClpftError(
+            f"--neg-queries: unknown backend {', '.join(unknown) or '(empty)'} (choose from {', '.join(BACKENDS)})"
+        )
     if "none" in names and len(names) > 1:
         raise ClpftError("--neg-queries: 'none' cannot be combined with other backends")
     return [n for n in names if n != "none"]
@@ -37,10 +39,7 @@ class GenerationSummary:
     notes: list[str] = field(default_factory=list)
 
     def line(self) -> str:
-        text = (
-            f"{self.backend}: {self.documents} documents, {self.from_cache} from cache, "
-            f"{self.generated} generated"
-        )
+        text = f"{self.backend}: {self.documents} documents, {self.from_cache} from cache, {self.generated} generated"
         if self.calls or self.failures:
             text += f"; {self.calls} calls, {self.retries} retries, {self.failures} failed"
         if self.prompt_tokens or self.completion_tokens:

@@ -36,7 +36,8 @@ class QueryCache:
 
     def get(self, generator: str, document: str, n: int) -> list[str] | None:
         row = self._db.execute(
-            "SELECT queries FROM queries WHERE generator = ? AND doc_hash = ? AND n = ?", (generator, text_hash(document), n)
+            "SELECT queries FROM queries WHERE generator = ? AND doc_hash = ? AND n = ?",
+            (generator, text_hash(document), n),
         ).fetchone()
         return json.loads(row[0]) if row else None
 

@@ -37,9 +37,14 @@ def make_generator(name: str, settings: GeneratorSettings) -> QueryGenerator:
         from clpft.negqueries.llm import LLMGenerator
 
         return LLMGenerator.from_prompt_file(
-            settings.llm_prompt, base_url=settings.llm_base_url or "", model=settings.llm_model or "",
-            concurrency=settings.llm_concurrency, timeout=settings.llm_timeout, max_retries=settings.llm_max_retries,
-            max_calls=settings.max_llm_calls, backoff=settings.llm_backoff,
+            settings.llm_prompt,
+            base_url=settings.llm_base_url or "",
+            model=settings.llm_model or "",
+            concurrency=settings.llm_concurrency,
+            timeout=settings.llm_timeout,
+            max_retries=settings.llm_max_retries,
+            max_calls=settings.max_llm_calls,
+            backoff=settings.llm_backoff,
         )
     if name == "doc2query":
         from clpft.negqueries.doc2query import Doc2QueryGenerator
@@ -93,7 +98,9 @@ def fill_negative_queries(
                 break
             generator = make_generator(backend, settings)
             summary = GenerationSummary(backend)
-            answers = dict(zip(needy, generate_cached(generator, [dataset.corpus[d] for d in needy], wanted, cache, summary)))
+            answers = dict(
+                zip(needy, generate_cached(generator, [dataset.corpus[d] for d in needy], wanted, cache, summary))
+            )
             for example in examples:
                 sources = example.neg_q_source or ["qrels" if qs else "none" for qs in example.neg_q]
                 for j, doc_id in enumerate(example.neg_ids or []):

@@ -52,12 +52,21 @@ class Doc2QueryGenerator(QueryGenerator):
         for start in range(0, len(documents), self.batch_size):
             batch = documents[start : start + self.batch_size]
             inputs = self.tokenizer(
-                [d.full_text for d in batch], truncation=True, max_length=self.max_input_tokens, padding=True, return_tensors="pt"
+                [d.full_text for d in batch],
+                truncation=True,
+                max_length=self.max_input_tokens,
+                padding=True,
+                return_tensors="pt",
             ).to(self.device)
             # Ask for a few extra samples: duplicates and copies are removed afterwards.
             samples = n + 2
             output = self.model.generate(
-                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], do_sample=True, top_k=self.top_k, max_new_tokens=self.max_new_tokens, num_return_sequences=samples
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                do_sample=True,
+                top_k=self.top_k,
+                max_new_tokens=self.max_new_tokens,
+                num_return_sequences=samples,
             )
             texts = self.tokenizer.batch_decode(output, skip_special_tokens=True)
             for i, doc in enumerate(batch):

@@ -13,7 +13,6 @@ import json
 import os
 import random
 import re
-import socket
 import threading
 import time
 import urllib.error
@@ -68,7 +67,7 @@ def parse_queries(text: str) -> list[str]:
         line = line.strip()
         if not line or line.endswith(":") or line in ("[", "]"):
             continue
-        line = _NUMBERING.sub("", line).strip().strip(",").strip().strip('"“”\'').strip()
+        line = _NUMBERING.sub("", line).strip().strip(",").strip().strip("\"“”'").strip()
         if line:
             queries.append(line)
     return queries
@@ -95,7 +94,9 @@ class LLMGenerator(QueryGenerator):
         template = prompt_template or DEFAULT_PROMPT
         if "{document}" not in template:
             raise ClpftError("the LLM prompt template must contain {document} (and may contain {n})")
-        self.url = base_url.rstrip("/") + ("" if base_url.rstrip("/").endswith("/chat/completions") else "/chat/completions")
+        self.url = base_url.rstrip("/") + (
+            "" if base_url.rstrip("/").endswith("/chat/completions") else "/chat/completions"
+        )
         self.model = model
         self.template = template
         self.concurrency = max(1, concurrency)
@@ -109,7 +110,7 @@ class LLMGenerator(QueryGenerator):
         self._calls = 0
 
     @classmethod
-    def from_prompt_file(cls, path: str | None, **kwargs) -> "LLMGenerator":
+    def from_prompt_file(cls, path: str | None, **kwargs) -> LLMGenerator:
         template = None
         if path:
             try:
@@ -163,7 +164,7 @@ class LLMGenerator(QueryGenerator):
                     break
                 retry_after = error.headers.get("Retry-After") if error.headers else None
                 reason = f"HTTP {error.code}"
-            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as error:
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
                 reason = f"{type(error).__name__}: {getattr(error, 'reason', error)}"
             except (json.JSONDecodeError, KeyError, IndexError, TypeError, UnicodeDecodeError):
                 reason = "malformed answer"

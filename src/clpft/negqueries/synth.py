@@ -47,7 +47,9 @@ def synthesize(
             if not needy:
                 break
             summary = GenerationSummary(backend)
-            answers = generate_cached(make_generator(backend, settings), [corpus[d] for d in needy], queries_per_doc, cache, summary)
+            answers = generate_cached(
+                make_generator(backend, settings), [corpus[d] for d in needy], queries_per_doc, cache, summary
+            )
             for doc_id, found in zip(needy, answers):
                 have = {normalise(q) for q in queries[doc_id]}
                 for query in found or []:
@@ -65,9 +67,11 @@ def synthesize(
     with atomic_dir(out, overwrite=overwrite) as tmp:
         with (tmp / "corpus.jsonl").open("w", encoding="utf-8") as handle:
             for doc_id, doc in corpus.items():
-                handle.write(json.dumps({"_id": doc_id, "title": doc.title, "text": doc.text}, ensure_ascii=False) + "\n")
+                handle.write(
+                    json.dumps({"_id": doc_id, "title": doc.title, "text": doc.text}, ensure_ascii=False) + "\n"
+                )
         with (tmp / "queries.jsonl").open("w", encoding="utf-8") as handle:
-            for k, (doc_id, query) in enumerate(rows):
+            for k, (_, query) in enumerate(rows):
                 handle.write(json.dumps({"_id": f"synth-{k}", "text": query}, ensure_ascii=False) + "\n")
         (tmp / "qrels").mkdir()
         with (tmp / "qrels" / "train.tsv").open("w", encoding="utf-8") as handle:
