@@ -116,3 +116,24 @@ def make_tiny_beir(folder: Path) -> Path:
     ]
     test = [("q7", "d7", 1), ("q8", "d8", 1), ("q8", "d9", 0)]
     return write_beir(folder, corpus, queries, {"train": train, "test": test})
+
+
+@pytest.fixture
+def mined(tiny_model_dir, tiny_beir, tmp_path) -> Path:
+    """`clpft mine` on the tiny dataset with the tiny model: train.jsonl with 2 negatives per query."""
+    from clpft.cli import main
+
+    path = tmp_path / "train.jsonl"
+    args = [
+        "mine",
+        "--data",
+        str(tiny_beir),
+        "--out",
+        str(path),
+        "--model",
+        str(tiny_model_dir),
+        "--num-negatives",
+        "2",
+    ]
+    assert main([*args, "--quiet"]) == 0
+    return path

@@ -62,29 +62,6 @@ def test_rotation_keeps_complete_checkpoints_and_ignores_incomplete_ones(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4", "checkpoint-6", "checkpoint-8"]
 
 
-@pytest.fixture
-def mined(tiny_model_dir, tiny_beir, tmp_path):
-    path = tmp_path / "train.jsonl"
-    assert (
-        main(
-            [
-                "mine",
-                "--data",
-                str(tiny_beir),
-                "--out",
-                str(path),
-                "--model",
-                str(tiny_model_dir),
-                "--num-negatives",
-                "2",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    return path
-
-
 def test_a_checkpoint_killed_while_written_is_skipped_on_resume(mined, tiny_model_dir, tmp_path):
     """The issue's scenario: killed as soon as checkpoint-2 appears, while the trainer is still writing it."""
     args = [

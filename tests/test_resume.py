@@ -41,29 +41,6 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.fixture
-def mined(tiny_model_dir, tiny_beir, tmp_path):
-    path = tmp_path / "train.jsonl"
-    assert (
-        main(
-            [
-                "mine",
-                "--data",
-                str(tiny_beir),
-                "--out",
-                str(path),
-                "--model",
-                str(tiny_model_dir),
-                "--num-negatives",
-                "2",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    return path
-
-
 def train_args(mined, tiny_model_dir, out):
     return [
         "train",
