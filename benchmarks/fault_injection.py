@@ -64,13 +64,22 @@ ABLATION_POINTS = [
 ]
 
 
-def clpft(args: list[str], kill: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    environment = {**os.environ, **(env or {})}
-    environment.pop("CLPFT_KILL_AT", None)
+def environment(kill: str | None = None, env: dict | None = None) -> dict:
+    """This process's environment plus ``env``, with CLPFT_KILL_AT set to ``kill`` only."""
+    merged = {**os.environ, **(env or {})}
+    merged.pop("CLPFT_KILL_AT", None)
     if kill:
-        environment["CLPFT_KILL_AT"] = kill
+        merged["CLPFT_KILL_AT"] = kill
+    return merged
+
+
+def clpft(args: list[str], kill: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "clpft.cli", *args], env=environment, capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "clpft.cli", *args],
+        env=environment(kill, env),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
 
@@ -149,11 +158,9 @@ class Scenario:
         for attempt in range(tries):
             out = self.work / f"{self.name}-random-{index}-{attempt}"
             delay = rng.uniform(0.3, 0.95) * window
-            env = {**os.environ}
-            env.pop("CLPFT_KILL_AT", None)
             process = subprocess.Popen(
                 [sys.executable, "-m", "clpft.cli", *self.command(out)],
-                env=env,
+                env=environment(),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
