@@ -32,7 +32,7 @@ from clpft.files import write_json, write_text
 from clpft.losses import CLPLoss
 from clpft.models import load_model
 from clpft.moe import upcycle
-from clpft.training import set_trainable
+from clpft.preparation import set_trainable
 
 TEMPERATURES = (0.02, 0.05)
 LAMBDAS = (0.1, 0.3, 0.5, 0.9)
@@ -58,7 +58,7 @@ def measure(model_path: str | None, train_only: str, examples, passage_max_token
     loss = CLPLoss(model)  # only its two terms are used, so λ does not matter; τ is set per measurement
     ratios: dict[float, list[float]] = {tau: [] for tau in TEMPERATURES}
     for example in examples:
-        own = [(j, q) for j, queries in enumerate(example.neg_q) for q in queries[:1]]
+        own = [(j, q) for j, queries in enumerate(example.own_queries) for q in queries[:1]]
         query, positive, negatives = (
             _embed(model, [example.query], 128),
             _embed(model, example.pos[:1], passage_max_tokens),
@@ -96,7 +96,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     try:
-        examples = [e for e in read_train_jsonl(args.train) if any(e.neg_q)][: args.examples]
+        examples = [e for e in read_train_jsonl(args.train) if any(e.own_queries)][: args.examples]
     except ClpftError as error:
         raise SystemExit(f"clp_gradients: error: {error}") from None
     if not examples:

@@ -190,6 +190,10 @@ def run_scenario(work: Path, data: Path, model: Path) -> Scenario:
             "2",
             "--grad-accum",
             "1",
+            "--batch-size",
+            "1",
+            "--val-fraction",
+            "0",
             "--save-steps",
             "3",
             "--neg-queries",
@@ -277,7 +281,7 @@ def llm_scenario(work: Path, data: Path, model: Path, kill_after: int = 3) -> di
             cached = {row[0] for row in db.execute("SELECT doc_hash FROM queries")}
         server.requests.clear()
         resumed = clpft(command(out), env=env)
-        from clpft.negqueries.cache import text_hash
+        from clpft.ownqueries.cache import text_hash
 
         asked_again = 0
         for body in server.requests:

@@ -64,7 +64,7 @@ def build(config_kwargs: dict, device: str):
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
     from clpft.moe import upcycle
-    from clpft.training import set_trainable
+    from clpft.preparation import set_trainable
 
     config = XLMRobertaConfig(**config_kwargs)
     hf_model = XLMRobertaModel(config, add_pooling_layer=False)

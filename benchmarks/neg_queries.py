@@ -23,7 +23,7 @@ import clpft
 from clpft.data import load_dataset
 from clpft.evaluation import encode_corpus, evaluate_model
 from clpft.mining import mine_negatives
-from clpft.negqueries import GeneratorSettings, fill_negative_queries
+from clpft.ownqueries import QuerySources, fill_negative_queries
 from clpft.training import TrainConfig, train_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -52,8 +52,8 @@ def main() -> int:
         corpus_embeddings=corpus_emb,
     )
     topped = copy.deepcopy(qrels_only)
-    summaries = fill_negative_queries(topped, train, GeneratorSettings(backends=["qrels", "extractive"]))
-    with_queries = sum(1 for e in topped for qs in e.neg_q if qs)
+    summaries = fill_negative_queries(topped, train, QuerySources(backends=["qrels", "extractive"]))
+    with_queries = sum(1 for e in topped for qs in e.own_queries if qs)
 
     rows = {}
     for name, examples in (("qrels", qrels_only), ("qrels,extractive", topped)):

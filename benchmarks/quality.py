@@ -79,7 +79,7 @@ def commands(row: str, data: Path, folder: Path, quick: bool) -> tuple[list[list
     ], folder / "run" / "metrics.json"
 
 
-def row_key(row: str, dataset: str, data: Path, command: list[list[str]]) -> str:
+def row_key(row: str, dataset: str, data: Path, command: list[list[str]], with_clpft: bool = True) -> str:
     from clpft.manifest import sha256_of
     from clpft.options import TrainConfig
     from clpft.presets import PRESETS
@@ -94,7 +94,8 @@ def row_key(row: str, dataset: str, data: Path, command: list[list[str]]) -> str
         ],
         "command": [[part.replace(str(ROOT), ".") for part in c[1:]] for c in command],
         "versions": {
-            name: metadata.version(name) for name in ("torch", "transformers", "sentence-transformers", "clpft")
+            name: metadata.version(name)
+            for name in ("torch", "transformers", "sentence-transformers") + (("clpft",) if with_clpft else ())
         },
     }
     if row in ("default", "paper"):
@@ -103,6 +104,24 @@ def row_key(row: str, dataset: str, data: Path, command: list[list[str]]) -> str
     if row == "st-recipe":
         parts["recipe"] = hashlib.sha256((HERE / "st_recipe.py").read_bytes()).hexdigest()
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_part(row: str, number: int, part: list[str], data: Path, folder: Path) -> tuple[float, float, str | None]:
+    """One command of a row, or its cached timing when the same command already ran on the same inputs and
+    left its output. Only st-recipe's training part can be reused this way (its output, the model folder,
+    does not depend on clpft: its key leaves clpft's version out), so a change to clpft's evaluation
+    re-evaluates the recipe's model without training it again."""
+    reusable = row == "st-recipe" and number == 0
+    record = folder / f"part-{number}.json"
+    key = row_key(row, folder.parent.name, data, [part], with_clpft=not reusable)
+    if reusable and record.is_file() and (folder / "model" / "recipe.json").is_file():
+        saved = json.loads(record.read_text())
+        if saved.get("key") == key:
+            print(f"   part {number}: reused ({saved['seconds']:.0f} s when it ran)", flush=True)
+            return saved["seconds"], saved["peak_rss_mb"], saved.get("source", "an earlier run of the same command")
+    seconds, rss = timed(part, folder / "log.txt")
+    record.write_text(json.dumps({"key": key, "seconds": round(seconds, 1), "peak_rss_mb": round(rss, 1)}) + "\n")
+    return seconds, rss, None
 
 
 def commit() -> str:
@@ -124,10 +143,12 @@ def run_row(row: str, dataset: str, work: Path, cache: Path, quick: bool) -> dic
         return json.loads(cached.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     print(f"== {dataset} / {row}", flush=True)
-    wall, peak = 0.0, 0.0
-    for part in command:
-        seconds, rss = timed(part, folder / "log.txt")
+    wall, peak, reused = 0.0, 0.0, {}
+    for number, part in enumerate(command):
+        seconds, rss, source = run_part(row, number, part, data, folder)
         wall, peak = wall + seconds, max(peak, rss)
+        if source:
+            reused[number] = source
     report = json.loads(metrics_file.read_text())
     tested = report.get("finetuned", report)
     result = {
@@ -140,6 +161,9 @@ def run_row(row: str, dataset: str, work: Path, cache: Path, quick: bool) -> dic
         "per_query_ndcg@10": {q: v["ndcg@10"] for q, v in tested["per_query"].items()},
         "wall_s": round(wall, 1),
         "peak_rss_mb": round(peak, 1),
+        # the machine's load while the row ran (2 cores: about 2 when the row had it to itself)
+        "load_avg_15min": round(os.getloadavg()[2], 2),
+        "reused_parts": {str(k): v for k, v in reused.items()},  # commands not rerun: their timing, and whence
     }
     if row == "st-recipe":
         recipe = json.loads((folder / "model" / "recipe.json").read_text())
@@ -243,7 +267,9 @@ def markdown(results: dict, shots: dict, command: str) -> str:
         "",
         "Test splits, all-MiniLM-L6-v2 as packaged. p: paired randomisation test of per-query nDCG@10 against "
         "the default row. wall: the row's own processes (for clpft rows: mining, training and both evaluations; "
-        "for st-recipe: its mining and training, then one evaluation); mine+train: without the evaluations.",
+        "for st-recipe: its mining and training, then one evaluation); mine+train: without the evaluations; "
+        "load: the machine's 15-minute load average when the row ended (2 cores: about 2 means the row had the "
+        "machine to itself).",
         "",
     ]
     for dataset, rows in results.items():
@@ -251,8 +277,8 @@ def markdown(results: dict, shots: dict, command: str) -> str:
             f"## {dataset}",
             "",
             "| row | nDCG@10 | nDCG@5 | recall@100 | MRR@10 | p vs default | wall s | "
-            "mine+train s | peak MB | steps | saved (guard / merge) | commit |",
-            "|" + "---|" * 12,
+            "mine+train s | peak MB | steps | saved (guard / merge) | load | commit |",
+            "|" + "---|" * 13,
         ]
         for name, r in rows.items():
             guard = r.get("guard") or {}
@@ -261,8 +287,11 @@ def markdown(results: dict, shots: dict, command: str) -> str:
             lines.append(
                 f"| {name} | {r['ndcg@10']:.4f} | {r['ndcg@5']:.4f} | {r['recall@100']:.4f} | {r['mrr@10']:.4f} "
                 f"| {p} | {r['wall_s']:.0f} | {r.get('mine_train_s', '-')} | {r['peak_rss_mb']:.0f} | "
-                f"{r.get('optimizer_steps', '-')} | {saved} | {r['commit']} |"
+                f"{r.get('optimizer_steps', '-')} | {saved} | {r.get('load_avg_15min', '-')} | {r['commit']} |"
             )
+        for name, r in rows.items():
+            for number, source in (r.get("reused_parts") or {}).items():
+                lines.append(f"- {name}: command {number} ({r['command'][int(number)][:60]}...) reused from {source}")
         lines.append("")
     if shots:
         lines += [

@@ -24,7 +24,7 @@ from clpft.files import write_json, write_text
 from clpft.mining import mine_negatives
 from clpft.mining.negatives import sample_queries
 from clpft.models import load_model
-from clpft.training import split_validation
+from clpft.validation import split_validation
 
 SETUPS = [
     ("tuning rounds: 200 sampled queries, --val-fraction 0.5", 200, 0.5),
@@ -38,8 +38,8 @@ def leak(examples, fraction: float, seed: int = 42) -> dict:
     held = {e.query for e in held_out}
 
     def counted(rows):
-        texts = {q for e in rows for own in e.neg_q for q in own if q in held}
-        mentions = sum(1 for e in rows for own in e.neg_q for q in own if q in held)
+        texts = {q for e in rows for own in e.own_queries for q in own if q in held}
+        mentions = sum(1 for e in rows for own in e.own_queries for q in own if q in held)
         return len(texts), mentions
 
     leaked_queries, mentions = counted(train_before)

@@ -8,10 +8,11 @@ import random
 
 import pytest
 
+from clpft.collator import CLPDataCollator, build_dataset
 from clpft.data import TrainExample, load_dataset
 from clpft.data.batching import NoFalseNegativesBatchSampler
 from clpft.mining import mine_negatives
-from clpft.training import CLPDataCollator, TrainConfig, build_dataset, train_model
+from clpft.training import TrainConfig, train_model
 from conftest import write_beir
 
 
@@ -73,7 +74,7 @@ def test_sampler_yields_every_row_once_per_epoch_without_conflicts(batch_size):
 def test_training_batches_hold_no_false_negatives(tiny_model, monkeypatch):
     seen = record_batches(monkeypatch)
     rows = colliding_examples()
-    config = TrainConfig(batch_size=8, grad_accum=1, epochs=2, num_negatives=2, learning_rate=1e-4)
+    config = TrainConfig(batch_size=8, grad_accum=1, epochs=2, num_negatives=2, learning_rate=1e-4, val_fraction=0.0)
     result = train_model(tiny_model, rows, config, show_progress=False)
     assert len(seen) == sum(result.batches_per_epoch) == result.optimizer_steps
     for batch in seen:
@@ -93,7 +94,7 @@ def mined_with_empty_own_queries(tmp_path):
     qrels = [(f"q{i}", f"d{i}", 1) for i in range(100)] + [(f"q{i}", f"d{100 + i % 7}", 1) for i in range(0, 100, 9)]
     folder = write_beir(tmp_path / "many-empty", corpus, queries, {"train": qrels})
     examples, _ = mine_negatives(None, load_dataset(folder, "train"), num_negatives=4, strategy="random", seed=1)
-    empty = sum(1 for e in examples if not any(e.neg_q))
+    empty = sum(1 for e in examples if not any(e.own_queries))
     assert empty >= 80  # the condition that broke sentence-transformers' no-duplicates sampler
     return examples
 
@@ -104,7 +105,9 @@ def test_every_mined_row_is_trained_on_once_per_epoch(
 ):
     seen = record_batches(monkeypatch)
     examples = mined_with_empty_own_queries
-    config = TrainConfig(batch_size=batch_size, grad_accum=grad_accum, epochs=1, num_negatives=4, learning_rate=1e-4)
+    config = TrainConfig(
+        batch_size=batch_size, grad_accum=grad_accum, epochs=1, num_negatives=4, learning_rate=1e-4, val_fraction=0.0
+    )
     result = train_model(tiny_model, examples, config, show_progress=False)
     received = sorted(row["query"] for batch in seen for row in batch)
     assert received == sorted(e.query for e in examples)  # each row exactly once

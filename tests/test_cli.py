@@ -36,7 +36,7 @@ def test_help_shows_both_presets_defaults():
         "(default: clpft)",
         "(default: clp)",
         "(default: intermediate)",
-        "(default: moe)",
+        "parameters that train; the rest stay frozen (default: from --preset: paper moe; clpft all)",
         "tau of InfoNCE and CLP, by what --train-only trains (default: from --preset: paper 0.02; clpft",
         "training epochs (default: from --preset: paper 2; clpft",
     ]:
@@ -62,14 +62,14 @@ def test_preset_paper_and_flags_that_override_it():
         paper.train_only,
         paper.loss,
     ) == (1e-5, 1, 4, 0.02, 0.1, 2.0, "intermediate", "moe", "clp")
+    assert (paper.val_fraction, paper.merge) == (0.0, "none")
     default = _train_config(parser.parse_args(["train", "--train", "t", "--out", "m"]))
     tuned = PRESETS["clpft"]
-    assert default.preset == "clpft" and default.learning_rate == tuned.learning_rate["moe"]
-    assert default.temperature == tuned.temperature["moe"]
-    full = _train_config(
-        parser.parse_args(["train", "--train", "t", "--out", "m", "--train-only", "all", "--moe", "none"])
-    )
-    assert (full.learning_rate, full.temperature) == (tuned.learning_rate["all"], tuned.temperature["all"])
+    assert default.preset == "clpft" and default.train_only == tuned.train_only == "all"
+    assert (default.learning_rate, default.temperature) == (tuned.learning_rate["all"], tuned.temperature["all"])
+    assert (default.batch_size, default.grad_accum, default.val_fraction, default.merge) == (8, 1, 0.2, "auto")
+    moe_only = _train_config(parser.parse_args(["train", "--train", "t", "--out", "m", "--train-only", "moe"]))
+    assert (moe_only.learning_rate, moe_only.temperature) == (tuned.learning_rate["moe"], tuned.temperature["moe"])
     mixed = _train_config(
         parser.parse_args(
             ["train", "--train", "t", "--out", "m", "--preset", "paper", "--lr", "3e-4", "--temperature", "0.05"]
@@ -196,7 +196,7 @@ def test_console_script_run(tiny_model_dir, tiny_beir, tmp_path):
         f"| nDCG@10 | {report['base']['metrics']['ndcg@10']:.4f} | {report['finetuned']['metrics']['ndcg@10']:.4f} |"
         in card
     )
-    assert (out / "training_loss.png").exists()
+    assert (out / "model" / "training_loss.png").exists()  # with the model, as `clpft train` writes it
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
 
@@ -237,7 +237,7 @@ def test_config_file_sets_options_and_flags_override(tmp_path, capsys):
     argv = ["run", "--config", str(config), "--lr", "1e-4"]
     _apply_config(parser, argv)
     args = parser.parse_args(argv)
-    assert (args.data, args.out, args.epochs, args.lr, args.moe, args.train_only) == (
+    assert (args.data, args.out, args.epochs, args.learning_rate, args.moe, args.train_only) == (
         "/some/data",
         "runs/x",
         1,
@@ -320,10 +320,10 @@ def numeric_options():
 
 @pytest.mark.parametrize("command,flag,dest", numeric_options())
 def test_every_numeric_option_out_of_range_is_one_line_before_any_work(command, flag, dest, monkeypatch, capsys):
-    from clpft.options import FIELD_OF_FLAG, RANGES
+    from clpft.options import FIELD_OF_FLAG, ranges
 
-    rule = RANGES.get(FIELD_OF_FLAG.get(dest, dest))
-    assert rule is not None, f"clpft {command} {flag} takes a number but has no range in clpft.options.RANGES"
+    rule = ranges().get(FIELD_OF_FLAG.get(dest, dest))
+    assert rule is not None, f"clpft {command} {flag} takes a number but has no range (option(..., range=) or RANGES)"
 
     def no_work(*args, **kwargs):
         raise AssertionError("work started before the options were checked")
@@ -379,3 +379,41 @@ def test_argparse_errors_are_one_line(capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         "clpft: error: clpft train: argument --batch-size: invalid int value: 'abc'"
     ]
+
+
+def test_quiet_draws_no_progress_bar(mined, tiny_model_dir, tmp_path, capfd):
+    """--quiet through the libraries' own switches: no bar from transformers, datasets, huggingface_hub,
+    sentence-transformers' trainer or its model card (the widget-examples scan is skipped)."""
+    from clpft.cli import main
+
+    out = tmp_path / "model"
+    argv = ["train", "--train", str(mined), "--out", str(out), "--model", str(tiny_model_dir), "--quiet"]
+    assert main(argv + ["--num-negatives", "2", "--max-steps", "2", "--val-fraction", "0"]) == 0
+    captured = capfd.readouterr()
+    for bar in ("it/s", "s/it", "example/s", "|█", "Computing widget examples", "Writing model shards"):
+        assert bar not in captured.err + captured.out, bar
+    assert (out / "training.json").is_file()
+
+
+def test_run_is_mine_then_train_then_eval(tiny_model_dir, tiny_beir, tmp_path):
+    """`clpft run` composes the same stages `clpft mine|train|eval` run: the same training file byte for byte,
+    the same weights and the same test metrics (the guard on a fixed schedule, so both evaluate the same steps)."""
+    model = ["--model", str(tiny_model_dir), "--num-negatives", "2", "--quiet"]
+    training = ["--max-steps", "3", "--eval-steps", "1", "--batch-size", "2"]
+    run, alone = tmp_path / "run", tmp_path / "alone"
+    assert main(["run", "--data", str(tiny_beir), "--out", str(run), *model, *training]) == 0
+    alone.mkdir()
+    assert main(["mine", "--data", str(tiny_beir), "--out", str(alone / "train.jsonl"), *model]) == 0
+    train = ["train", "--train", str(alone / "train.jsonl"), "--out", str(alone / "model"), "--val-corpus"]
+    assert main([*train, str(tiny_beir), *model, *training]) == 0
+    evaluate = ["eval", "--data", str(tiny_beir), "--model", str(alone / "model"), "--out", str(alone / "m.json")]
+    assert main([*evaluate, "--quiet"]) == 0
+
+    assert (run / "train.jsonl").read_bytes() == (alone / "train.jsonl").read_bytes()
+    stats = [json.loads(p.read_text()) for p in (run / "train.jsonl.stats.json", alone / "train.jsonl.stats.json")]
+    assert stats[0].keys() == stats[1].keys()  # one schema
+    assert (run / "model" / "model.safetensors").read_bytes() == (alone / "model" / "model.safetensors").read_bytes()
+    for name in ("training.json", "training_loss.png"):
+        assert (run / "model" / name).is_file() and (alone / "model" / name).is_file()
+    tuned = json.loads((run / "metrics.json").read_text())["finetuned"]["metrics"]
+    assert tuned == json.loads((alone / "m.json").read_text())["metrics"]

@@ -112,9 +112,9 @@ def test_paper_format_loads(tmp_path):
     path = tmp_path / "paper.jsonl"
     path.write_text(json.dumps({"query": "q", "pos": ["p"], "neg": ["n1", "n2"], "neg_q": ["query of n1", ""]}) + "\n")
     (example,) = read_train_jsonl(path)
-    assert example.neg_q == [["query of n1"], []]
-    path.write_text(json.dumps({"query": "q", "pos": ["p"], "neg": ["n1"]}) + "\n")  # FlagEmbedding, no neg_q
-    assert read_train_jsonl(path)[0].neg_q == [[]]
+    assert example.own_queries == [["query of n1"], []]
+    path.write_text(json.dumps({"query": "q", "pos": ["p"], "neg": ["n1"]}) + "\n")  # FlagEmbedding, no own_queries
+    assert read_train_jsonl(path)[0].own_queries == [[]]
 
 
 @pytest.mark.parametrize(

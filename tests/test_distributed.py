@@ -24,21 +24,21 @@ def half(rank: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """Process ``rank``'s part: embeddings [queries, positives, negatives_1..K], own-query embeddings, labels."""
     g = torch.Generator().manual_seed(100 + rank)
     columns = [torch.randn(B, D, generator=g) for _ in range(2 + K)]
-    neg_queries = torch.randn(Q, D, generator=g)
+    own_queries = torch.randn(Q, D, generator=g)
     labels = torch.randint(-1, Q, (B, K, M), generator=g)
     if rank == 1:
         labels[:] = -1  # a process with a single known negative: the global mean is not the mean of means
         labels[0, 0, 0] = 3
-    return columns, neg_queries, labels
+    return columns, own_queries, labels
 
 
 def whole() -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     parts = [half(r) for r in range(2)]
     columns = [torch.cat([p[0][c] for p in parts]) for c in range(2 + K)]
-    neg_queries = torch.cat([p[1] for p in parts])
+    own_queries = torch.cat([p[1] for p in parts])
     second = parts[1][2].clone()
     second[second >= 0] += len(parts[0][1])  # own-query rows of process 1 follow those of process 0
-    return columns, neg_queries, torch.cat([parts[0][2], second])
+    return columns, own_queries, torch.cat([parts[0][2], second])
 
 
 class Identity(torch.nn.Module):
@@ -48,10 +48,10 @@ class Identity(torch.nn.Module):
         return {"sentence_embedding": features["x"] * 1.0}
 
 
-def loss_and_input_grads(kind: str, penalty_weight: float, columns, neg_queries, labels):
+def loss_and_input_grads(kind: str, penalty_weight: float, columns, own_queries, labels):
     """(loss, penalty, gradient of every input column and of the own queries) for one process's inputs."""
     leaves = [c.clone().requires_grad_(True) for c in columns]
-    own = neg_queries.clone().requires_grad_(True)
+    own = own_queries.clone().requires_grad_(True)
     if kind == "plain":
         loss_fn = CLPLoss(model=None, penalty_weight=penalty_weight, temperature=0.05)
         loss = loss_fn.compute_loss_from_embeddings(leaves, own, labels)

@@ -12,7 +12,8 @@ from clpft.data import TrainExample
 from clpft.errors import ClpftError
 from clpft.guard import Guard, blend, trainable_state
 from clpft.models import save_model
-from clpft.training import TrainConfig, split_validation, train_model
+from clpft.training import TrainConfig, train_model
+from clpft.validation import split_validation
 from test_moe import TEXTS, assert_loads_three_ways
 
 TOPICS = [
@@ -131,7 +132,9 @@ def test_merged_training_runs_are_the_start_at_zero_and_the_tuned_run_at_one(tin
 
     def trained(merge):
         model = clpft.load_model(tiny_model_dir)
-        config = TrainConfig(batch_size=1, grad_accum=1, learning_rate=1e-2, epochs=1, num_negatives=2, merge=merge)
+        config = TrainConfig(
+            batch_size=1, grad_accum=1, learning_rate=1e-2, epochs=1, num_negatives=2, merge=merge, val_fraction=0.0
+        )
         result = train_model(model, small_examples(6), config, show_progress=False)
         return model, result
 
@@ -157,7 +160,9 @@ def test_a_merged_moe_model_loads_three_ways(tiny_model_dir, tmp_path):
     from test_training import examples as small_examples
 
     model = clpft.load_model(tiny_model_dir)
-    config = TrainConfig(batch_size=1, grad_accum=1, learning_rate=1e-2, epochs=1, num_negatives=2, merge=0.5)
+    config = TrainConfig(
+        batch_size=1, grad_accum=1, learning_rate=1e-2, epochs=1, num_negatives=2, merge=0.5, val_fraction=0.0
+    )
     result = train_model(model, small_examples(6), config, show_progress=False)
     assert result.guard["chosen"] == "merge alpha=0.5 with the last step"
     want = model.encode(TEXTS, convert_to_tensor=True)
@@ -170,5 +175,39 @@ def test_merge_options():
         with pytest.raises(ClpftError, match="--merge must be auto, none or a number"):
             TrainConfig(merge=bad)
     with pytest.raises(ClpftError, match="--merge auto chooses"):
-        TrainConfig(merge="auto")
+        TrainConfig(merge="auto", val_fraction=0.0)
     assert TrainConfig(merge="auto", val_fraction=0.2).merge == "auto"
+    # the default preset's auto, with the validation split (or the guard) turned off: no merge, no error
+    assert TrainConfig().merge == "auto" and TrainConfig().val_fraction == 0.2
+    assert TrainConfig(val_fraction=0.0).merge == "none" and TrainConfig(guard=False).merge == "none"
+    assert TrainConfig(preset="paper").merge == "none" and TrainConfig(preset="paper").val_fraction == 0.0
+
+
+def test_one_standard_error_rule_prefers_the_candidate_closest_to_the_start():
+    from clpft.guard import Candidate, choose
+
+    queries = [f"q{i}" for i in range(40)]
+
+    def scores(base, spread, seed):
+        g = torch.Generator().manual_seed(seed)
+        return {q: float(min(1.0, max(0.0, base + spread * torch.randn(1, generator=g).item()))) for q in queries}
+
+    start = scores(0.40, 0.2, 0)
+    tuned = {q: min(1.0, v + 0.20) for q, v in start.items()}  # a real gain: far beyond the noise
+    # a merge that scores 0.002 lower on average, query by query up and down by 0.03: the same within noise
+    half = {q: v - 0.002 + (0.03 if i % 2 else -0.03) for i, (q, v) in enumerate(tuned.items())}
+    mean = lambda d: sum(d.values()) / len(d)  # noqa: E731
+
+    candidates = [
+        Candidate(mean(start), 0.0, "start", start),
+        Candidate(mean(tuned), 1.0, "step 9", tuned),
+        Candidate(mean(half), 0.5, "merge alpha=0.5 with step 9", half),
+    ]
+    assert choose(candidates).label == "merge alpha=0.5 with step 9"  # within one SE of the best, closer
+    # a gain the validation split cannot tell from noise does not earn a move away from the start
+    wobble = {q: v + (0.01 if i % 2 else -0.008) for i, (q, v) in enumerate(start.items())}
+    assert choose([candidates[0], Candidate(mean(wobble), 1.0, "step 3", wobble)]).label == "start"
+    # without per-query values: the best score, the start on ties
+    plain = [Candidate(0.5, 0.0, "start"), Candidate(0.6, 1.0, "step 2"), Candidate(0.6, 0.5, "merge")]
+    assert choose(plain).label == "step 2"
+    assert choose([Candidate(0.5, 0.0, "start"), Candidate(0.5, 1.0, "step 2")]).label == "start"

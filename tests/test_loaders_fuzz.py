@@ -78,4 +78,4 @@ def test_train_jsonl_loader_never_crashes(content):
             _check(error, path)
         else:
             for example in examples:
-                assert example.query.strip() and example.pos and len(example.neg_q) == len(example.neg)
+                assert example.query.strip() and example.pos and len(example.own_queries) == len(example.neg)

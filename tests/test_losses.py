@@ -22,8 +22,8 @@ def random_batch(batch: int, negatives: int, dim: int = 16, seed: int = 0, known
                 count = int(torch.randint(1, width + 1, (1,), generator=g))
                 labels[i, j, :count] = torch.arange(rows, rows + count)
                 rows += count
-    neg_queries = torch.randn(max(rows, 1), dim, generator=g, requires_grad=True)
-    return embeddings, neg_queries, labels
+    own_queries = torch.randn(max(rows, 1), dim, generator=g, requires_grad=True)
+    return embeddings, own_queries, labels
 
 
 def reference_infonce(embeddings, tau):
@@ -36,7 +36,7 @@ def reference_infonce(embeddings, tau):
     return torch.stack(losses).mean()
 
 
-def reference_penalty(embeddings, neg_queries, labels):
+def reference_penalty(embeddings, own_queries, labels):
     """Loop over every example and negative; average cos over a negative's queries, then over negatives."""
     values = []
     for i in range(labels.shape[0]):
@@ -44,7 +44,7 @@ def reference_penalty(embeddings, neg_queries, labels):
             rows = [int(r) for r in labels[i, j] if r >= 0]
             if rows:
                 neg = embeddings[2 + j][i]
-                values.append(torch.stack([F.cosine_similarity(neg, neg_queries[r], dim=0) for r in rows]).mean())
+                values.append(torch.stack([F.cosine_similarity(neg, own_queries[r], dim=0) for r in rows]).mean())
     return 1 - torch.stack(values).mean() if values else torch.tensor(0.0)
 
 
@@ -55,27 +55,27 @@ class NoModel(torch.nn.Module):
 @pytest.mark.parametrize("batch", [1, 2, 8])
 @pytest.mark.parametrize("negatives", [1, 4])
 def test_clp_matches_slow_reference(batch, negatives):
-    embeddings, neg_queries, labels = random_batch(batch, negatives, seed=batch * 10 + negatives)
+    embeddings, own_queries, labels = random_batch(batch, negatives, seed=batch * 10 + negatives)
     loss_fn = CLPLoss(NoModel(), penalty_weight=0.1, temperature=0.02)
-    got_penalty = loss_fn.penalty(embeddings[2:], neg_queries, labels)
-    torch.testing.assert_close(got_penalty, reference_penalty(embeddings, neg_queries, labels), rtol=1e-5, atol=1e-6)
-    got = loss_fn.compute_loss_from_embeddings(embeddings, neg_queries, labels)
-    want = 0.9 * reference_infonce(embeddings, 0.02) + 0.1 * reference_penalty(embeddings, neg_queries, labels)
+    got_penalty = loss_fn.penalty(embeddings[2:], own_queries, labels)
+    torch.testing.assert_close(got_penalty, reference_penalty(embeddings, own_queries, labels), rtol=1e-5, atol=1e-6)
+    got = loss_fn.compute_loss_from_embeddings(embeddings, own_queries, labels)
+    want = 0.9 * reference_infonce(embeddings, 0.02) + 0.1 * reference_penalty(embeddings, own_queries, labels)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_penalty_counts_every_example_not_only_the_first():
-    embeddings, neg_queries, labels = random_batch(4, 2, seed=3, known=1.0)
+    embeddings, own_queries, labels = random_batch(4, 2, seed=3, known=1.0)
     loss_fn = CLPLoss(NoModel())
-    full = loss_fn.penalty(embeddings[2:], neg_queries, labels)
-    first_only = loss_fn.penalty([e[:1] for e in embeddings[2:]], neg_queries, labels[:1])
+    full = loss_fn.penalty(embeddings[2:], own_queries, labels)
+    first_only = loss_fn.penalty([e[:1] for e in embeddings[2:]], own_queries, labels[:1])
     assert not torch.allclose(full, first_only)
 
 
 def test_lambda_zero_equals_infonce_exactly():
-    embeddings, neg_queries, labels = random_batch(8, 4, seed=1)
+    embeddings, own_queries, labels = random_batch(8, 4, seed=1)
     clp = CLPLoss(NoModel(), penalty_weight=0.0, temperature=0.02).compute_loss_from_embeddings(
-        embeddings, neg_queries, labels
+        embeddings, own_queries, labels
     )
     q = F.normalize(embeddings[0], dim=-1)
     c = F.normalize(torch.cat(embeddings[1:]), dim=-1)
@@ -86,33 +86,33 @@ def test_lambda_zero_equals_infonce_exactly():
 
 
 def test_unknown_queries_are_masked():
-    embeddings, neg_queries, labels = random_batch(2, 2, seed=2, known=1.0)
+    embeddings, own_queries, labels = random_batch(2, 2, seed=2, known=1.0)
     loss_fn = CLPLoss(NoModel())
     masked = labels.clone()
     masked[1] = -1  # the second example's negatives have no known query
-    want = reference_penalty(embeddings, neg_queries, masked)
-    torch.testing.assert_close(loss_fn.penalty(embeddings[2:], neg_queries, masked), want)
+    want = reference_penalty(embeddings, own_queries, masked)
+    torch.testing.assert_close(loss_fn.penalty(embeddings[2:], own_queries, masked), want)
     none_known = torch.full_like(labels, -1)
-    assert loss_fn.penalty(embeddings[2:], neg_queries, none_known).item() == 0.0
+    assert loss_fn.penalty(embeddings[2:], own_queries, none_known).item() == 0.0
 
 
 def test_gradients_reach_negatives_and_their_queries():
-    embeddings, neg_queries, labels = random_batch(2, 3, seed=4, known=1.0)
-    CLPLoss(NoModel()).compute_loss_from_embeddings(embeddings, neg_queries, labels).backward()
+    embeddings, own_queries, labels = random_batch(2, 3, seed=4, known=1.0)
+    CLPLoss(NoModel()).compute_loss_from_embeddings(embeddings, own_queries, labels).backward()
     for negative in embeddings[2:]:
         assert negative.grad is not None and negative.grad.abs().sum() > 0
-    assert neg_queries.grad.abs().sum() > 0
+    assert own_queries.grad.abs().sum() > 0
 
 
 def test_penalty_pulls_negative_toward_its_query():
     """One gradient step on the penalty alone raises cos(negative, its query)."""
-    embeddings, neg_queries, labels = random_batch(1, 1, seed=5, known=1.0)
+    embeddings, own_queries, labels = random_batch(1, 1, seed=5, known=1.0)
     loss_fn = CLPLoss(NoModel(), penalty_weight=1.0)
-    before = loss_fn.penalty(embeddings[2:], neg_queries, labels)
+    before = loss_fn.penalty(embeddings[2:], own_queries, labels)
     before.backward()
     with torch.no_grad():
         stepped = [embeddings[2] - 1.0 * embeddings[2].grad]
-        after = loss_fn.penalty(stepped, neg_queries - 1.0 * neg_queries.grad, labels)
+        after = loss_fn.penalty(stepped, own_queries - 1.0 * own_queries.grad, labels)
     assert after < before
 
 
@@ -125,8 +125,8 @@ def test_invalid_hyperparameters():
 
 @pytest.mark.parametrize("penalty_weight", [0.1, 0.0])
 def test_cached_clp_gradients_equal_clp(tiny_model, penalty_weight):
+    from clpft.collator import CLPDataCollator
     from clpft.losses import CachedCLPLoss
-    from clpft.training import CLPDataCollator
 
     rows = [
         {
@@ -134,7 +134,7 @@ def test_cached_clp_gradients_equal_clp(tiny_model, penalty_weight):
             "positive": f"the study of {a}",
             "negative_1": f"the {b} study",
             "negative_2": f"{c} in mice",
-            "neg_queries": [[f"what is {b}"], []] if i % 2 else [[f"what is {c}", "protein"], [f"how does {b}"]],
+            "own_queries": [[f"what is {b}"], []] if i % 2 else [[f"what is {c}", "protein"], [f"how does {b}"]],
         }
         for i, (a, b, c) in enumerate(
             [
@@ -150,7 +150,9 @@ def test_cached_clp_gradients_equal_clp(tiny_model, penalty_weight):
 
     def features():
         batch = collator(rows)
-        columns = ["query", "positive", "negative_1", "negative_2"] + (["negq"] if "negq_input_ids" in batch else [])
+        columns = ["query", "positive", "negative_1", "negative_2"] + (
+            ["own_queries"] if "own_queries_input_ids" in batch else []
+        )
         return [{k[len(c) + 1 :]: v for k, v in batch.items() if k.startswith(c + "_")} for c in columns], batch[
             "label"
         ]

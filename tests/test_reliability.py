@@ -17,7 +17,7 @@ from clpft.cli import main
 from clpft.data import read_train_jsonl
 from clpft.errors import ClpftError
 from clpft.manifest import build_manifest
-from clpft.training import split_validation
+from clpft.validation import split_validation
 
 SECRET = "sk-reliability-secret-987654"
 
@@ -265,15 +265,13 @@ def test_validation_split_and_curve(tiny_model_dir, tiny_beir, tmp_path):
     assert (out / "training_loss.png").read_bytes()[:4] == b"\x89PNG"
 
     # --val-corpus: the held-out queries rank the whole corpus (12 documents), not their pool (5 or so)
-    from clpft.models import load_model
-    from clpft.training import validation_evaluator
+    from clpft.validation import ValidationRanking
 
-    model = load_model(str(tiny_model_dir))
     corpus = {f"d{i}": f"document {i}" for i in range(1, 13)}
-    assert len(validation_evaluator(held, model, corpus=corpus).corpus) == 12
-    assert len(validation_evaluator(held, model).corpus) < 12
+    assert len(ValidationRanking(held, corpus).corpus) == 12
+    assert len(ValidationRanking(held).corpus) < 12
     with pytest.raises(ClpftError, match="not in it"):
-        validation_evaluator(held, model, corpus={"d99": "elsewhere"})
+        ValidationRanking(held, {"d99": "elsewhere"})
     assert (
         main(
             [

@@ -5,18 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from clpft.collator import CLPDataCollator, build_dataset
 from clpft.data import TrainExample
 from clpft.errors import ClpftError
 from clpft.modeling_clpft_moe import MoELinear
 from clpft.moe import hf_model_of, upcycle
-from clpft.training import (
-    CLPDataCollator,
-    TrainConfig,
-    build_dataset,
-    set_trainable,
-    train_model,
-    validation_regression,
-)
+from clpft.preparation import set_trainable
+from clpft.training import TrainConfig, train_model, validation_regression
 from conftest import SHARED_DATA
 
 
@@ -36,10 +31,10 @@ def test_build_dataset_one_row_per_query_and_skips_short_rows(tiny_model):
     rows = examples(3)
     rows[0].pos.append("a second positive")
     rows[1].neg = rows[1].neg[:1]
-    rows[1].neg_q = rows[1].neg_q[:1]
+    rows[1].own_queries = rows[1].own_queries[:1]
     dataset, skipped = build_dataset(rows, num_negatives=2)
     assert skipped == 1 and len(dataset) == 2
-    assert dataset.column_names == ["query", "positives", "negative_1", "negative_2", "neg_queries"]
+    assert dataset.column_names == ["query", "positives", "negative_1", "negative_2", "own_queries"]
     # the collator draws one positive per row and epoch, a function of (seed, epoch, query)
     collator = CLPDataCollator.for_model(tiny_model, seed=3)
     seen = set()
@@ -56,29 +51,29 @@ def test_build_dataset_one_row_per_query_and_skips_short_rows(tiny_model):
 
 def test_collator_maps_each_negative_to_its_queries(tiny_model):
     rows = [
-        {"query": "q a", "positive": "p a", "negative_1": "n1", "negative_2": "n2", "neg_queries": [["x", "y"], []]},
-        {"query": "q b", "positive": "p b", "negative_1": "n3", "negative_2": "n4", "neg_queries": [["y"], ["z"]]},
+        {"query": "q a", "positive": "p a", "negative_1": "n1", "negative_2": "n2", "own_queries": [["x", "y"], []]},
+        {"query": "q b", "positive": "p b", "negative_1": "n3", "negative_2": "n4", "own_queries": [["y"], ["z"]]},
     ]
     batch = CLPDataCollator.for_model(tiny_model)(rows)
     # unique queries x, y, z -> rows 0, 1, 2; y is shared and tokenised once
     assert batch["label"].tolist() == [[[0, 1], [-1, -1]], [[1, -1], [2, -1]]]
-    assert batch["negq_input_ids"].shape[0] == 3
+    assert batch["own_queries_input_ids"].shape[0] == 3
     assert [k for k in batch if k.endswith("_input_ids")] == [
         "query_input_ids",
         "positive_input_ids",
         "negative_1_input_ids",
         "negative_2_input_ids",
-        "negq_input_ids",
+        "own_queries_input_ids",
     ]
     plain = CLPDataCollator.for_model(tiny_model, with_negative_queries=False)(rows)
-    assert "negq_input_ids" not in plain and (plain["label"] == -1).all()
+    assert "own_queries_input_ids" not in plain and (plain["label"] == -1).all()
 
 
 def test_collator_respects_length_limits(tiny_model):
     long = " ".join(["protein"] * 200)
-    rows = [{"query": long, "positive": long, "negative_1": long, "neg_queries": [[long]]}]
+    rows = [{"query": long, "positive": long, "negative_1": long, "own_queries": [[long]]}]
     batch = CLPDataCollator.for_model(tiny_model, query_max_tokens=8, passage_max_tokens=20)(rows)
-    assert batch["query_input_ids"].shape[1] == 8 and batch["negq_input_ids"].shape[1] == 8
+    assert batch["query_input_ids"].shape[1] == 8 and batch["own_queries_input_ids"].shape[1] == 8
     assert batch["positive_input_ids"].shape[1] == 20
 
 
@@ -109,6 +104,8 @@ def test_training_changes_only_moe_layers(tiny_model, loss, batch_size, gradcach
         epochs=1,
         num_negatives=2,
         gradcache_mini_batch=gradcache,
+        train_only="moe",
+        val_fraction=0.0,
     )
     result = train_model(tiny_model, examples(6), config, show_progress=False)
     # every row once; rows whose positive is another row's negative never share a batch, so at batch 3 the
@@ -125,7 +122,9 @@ def test_training_changes_only_moe_layers(tiny_model, loss, batch_size, gradcach
 
 def test_train_all_without_moe(tiny_model):
     before = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
-    config = TrainConfig(moe="none", train_only="all", grad_accum=1, learning_rate=1e-3, epochs=1, num_negatives=2)
+    config = TrainConfig(
+        moe="none", train_only="all", grad_accum=1, learning_rate=1e-3, epochs=1, num_negatives=2, val_fraction=0.0
+    )
     train_model(tiny_model, examples(4), config, show_progress=False)
     changed = [n for n, p in tiny_model.named_parameters() if not torch.equal(p, before[n])]
     assert any("attention" in n for n in changed) and not any(isinstance(m, MoELinear) for m in tiny_model.modules())
@@ -146,6 +145,7 @@ def test_moe_lr_gives_the_moe_layers_their_own_learning_rate(tiny_model_dir):
             epochs=1,
             num_negatives=2,
             warmup_ratio=0.0,
+            val_fraction=0.0,
         )
         train_model(model, examples(4), config, show_progress=False)
         changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
@@ -157,7 +157,10 @@ def test_moe_lr_gives_the_moe_layers_their_own_learning_rate(tiny_model_dir):
             assert not changed & moe and any("attention" in n for n in changed)
     with pytest.raises(ClpftError, match="--moe-lr"):
         train_model(
-            clpft.load_model(tiny_model_dir), examples(2), TrainConfig(moe_learning_rate=1e-4), show_progress=False
+            clpft.load_model(tiny_model_dir),
+            examples(2),
+            TrainConfig(moe_learning_rate=1e-4, train_only="moe"),
+            show_progress=False,
         )
 
 
@@ -175,7 +178,7 @@ def test_a_run_that_ends_below_the_untouched_model_is_flagged():
 
 def test_bad_training_options(tiny_model):
     with pytest.raises(ClpftError, match="--train-only moe needs"):
-        train_model(tiny_model, examples(2), TrainConfig(moe="none"), show_progress=False)
+        train_model(tiny_model, examples(2), TrainConfig(moe="none", train_only="moe"), show_progress=False)
     with pytest.raises(ClpftError, match="no training example has 5 negatives"):
         train_model(tiny_model, examples(2), TrainConfig(num_negatives=5), show_progress=False)
 
@@ -302,7 +305,7 @@ def test_held_out_queries_never_reach_a_training_row(tiny_model):
     negatives are drawn does not matter, only that their own queries come from the same qrels)."""
     from clpft.data import load_dataset
     from clpft.mining import mine_negatives
-    from clpft.training import split_validation
+    from clpft.validation import split_validation
 
     examples, _ = mine_negatives(
         None, load_dataset(SHARED_DATA / "cranfield", "train"), num_negatives=4, strategy="random", seed=0
@@ -310,17 +313,17 @@ def test_held_out_queries_never_reach_a_training_row(tiny_model):
     train, held_out = split_validation(examples, 0.2, seed=42)
     held_texts, held_ids = {e.query for e in held_out}, {e.query_id for e in held_out}
     leaked_before = sum(
-        1 for e in examples if e.query not in held_texts for own in e.neg_q for q in own if q in held_texts
+        1 for e in examples if e.query not in held_texts for own in e.own_queries for q in own if q in held_texts
     )
     assert leaked_before > 20  # the leak this guards against is there in the mined file
     assert len(train) + len(held_out) == len(examples) and held_out
     for row in train:
         assert row.query not in held_texts and row.query_id not in held_ids
-        assert not {q for own in row.neg_q for q in own} & held_texts
-        assert [source == "none" for source in row.neg_q_source] == [not own for own in row.neg_q]
+        assert not {q for own in row.own_queries for q in own} & held_texts
+        assert [source == "none" for source in row.own_query_sources] == [not own for own in row.own_queries]
     # the other queries stay: only held-out ones are taken out
-    kept = sum(len(own) for row in train for own in row.neg_q)
-    assert kept == sum(len(own) for e in examples if e.query not in held_texts for own in e.neg_q) - leaked_before
+    kept = sum(len(own) for row in train for own in row.own_queries)
+    assert kept == sum(len(own) for e in examples if e.query not in held_texts for own in e.own_queries) - leaked_before
 
     subset = examples[:40]
     result = train_model(
@@ -328,5 +331,5 @@ def test_held_out_queries_never_reach_a_training_row(tiny_model):
     )
     _, held_small = split_validation(subset, 0.2, 42)
     texts = {e.query for e in held_small}
-    expected = sum(1 for e in subset if e.query not in texts for own in e.neg_q for q in own if q in texts)
+    expected = sum(1 for e in subset if e.query not in texts for own in e.own_queries for q in own if q in texts)
     assert result.val_own_queries_removed == expected

@@ -6,7 +6,7 @@ contrastive learning penalty (CLP)", arXiv:2412.17364.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def load_model(name_or_path=None, device=None, trust_remote_code=False):

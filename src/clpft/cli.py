@@ -12,14 +12,13 @@ import argparse
 import dataclasses
 import logging
 import os
-import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from clpft.errors import ClpftError, redact_secrets
 from clpft.options import check_ranges
-from clpft.parser import ABLATION_PASSTHROUGH, build_parser, generator_settings, own_query_settings, train_config
+from clpft.parser import ablation_passthrough, build_parser, generator_settings, own_query_settings, train_config
 
 
 class _RedactSecrets(logging.Filter):
@@ -42,67 +41,54 @@ def _setup_logging(quiet: bool) -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # "Loading weights" bars: noise even without --quiet
 
 
 def _silence_progress_bars() -> None:
-    # TQDM_DISABLE only works if set before tqdm is imported; libraries (e.g. sentence-transformers' model
-    # card) also draw bars of their own. Both are switched off here so --quiet really is quiet.
-    os.environ["TQDM_DISABLE"] = "1"
-    import functools
+    """--quiet: every library's own switch for its progress bars (clpft's own bars and the trainer's follow
+    ``show_progress`` / ``disable_tqdm``; the one bar sentence-transformers' trainer draws without a switch,
+    its model card's widget examples, is not drawn because clpft gives the card its widget first)."""
+    import datasets
+    import huggingface_hub.utils
+    from transformers.utils import logging as hf_logging
 
-    import tqdm.std
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    huggingface_hub.utils.disable_progress_bars()
 
-    if not getattr(tqdm.std.tqdm.__init__, "_clpft_quiet", False):
-        quiet_init = functools.partialmethod(tqdm.std.tqdm.__init__, disable=True)
-        quiet_init._clpft_quiet = True
-        tqdm.std.tqdm.__init__ = quiet_init
+
+def mining_options(args: argparse.Namespace, cache: str):
+    """The MiningOptions the parsed options ask for (num_negatives, seed and the lengths are TrainConfig's
+    flags, read here by the same names)."""
+    from clpft.options import MiningOptions
+
+    names = [f.name for f in dataclasses.fields(MiningOptions) if f.name != "query_sources" and hasattr(args, f.name)]
+    return MiningOptions(**{name: getattr(args, name) for name in names}, query_sources=own_query_settings(args, cache))
 
 
 def _cmd_mine(args: argparse.Namespace) -> None:
-    from clpft.data import load_dataset, write_train_jsonl
-    from clpft.files import write_json
-    from clpft.mining import mine_negatives
+    from clpft import stages
+    from clpft.data import load_dataset
     from clpft.models import load_model
 
-    if os.path.exists(args.out) and not args.overwrite:
-        raise ClpftError(f"{args.out} already exists (pass --overwrite to replace it)")
+    stages.check_output(args.out, overwrite=args.overwrite)
     dataset = load_dataset(args.data, args.split)
     model = load_model(args.model, trust_remote_code=args.trust_remote_code) if args.strategy == "ance" else None
-    limit = (model.max_seq_length if model is not None else None) or 10**9
-    examples, stats = mine_negatives(
-        model,
-        dataset,
-        args.num_negatives,
-        args.rank_from,
-        args.rank_to,
-        args.max_score_ratio,
-        args.strategy,
-        args.max_train_queries,
-        args.seed,
-        min(args.query_max_tokens, limit),
-        min(args.passage_max_tokens, limit),
-        args.encode_batch_size,
-        not args.quiet,
-        neg_queries=own_query_settings(args, f"{args.out}.neg_queries.sqlite"),
-    )
-    write_train_jsonl(args.out, examples)
-    write_json(f"{args.out}.stats.json", stats.to_json())
+    options = mining_options(args, f"{args.out}.neg_queries.sqlite")
+    examples, stats = stages.mine(model, dataset, options, args.out, show_progress=not args.quiet)
     print(stats.summary())
     print(f"wrote {args.out} ({len(examples)} queries)")
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    from clpft import stages
     from clpft.checkpoints import remove_all
     from clpft.data import read_train_jsonl
-    from clpft.files import remove_stale_temporaries, write_json
-    from clpft.model_card import add_to_model_card, card_section
-    from clpft.models import load_model, save_model
-    from clpft.pipeline import peak_rss_mb
-    from clpft.plots import plot_loss
+    from clpft.files import remove_stale_temporaries
+    from clpft.models import DEFAULT_MODEL_NAME, load_model
 
     out = Path(args.out)
-    checkpoints = f"{args.out.rstrip('/')}.checkpoints"
+    checkpoints = stages.checkpoints_of(out)
     if args.resume:
         for leftover in remove_stale_temporaries(out.parent, prefix=out.name):
             print(f"removed {leftover}, left by an interrupted write", flush=True)
@@ -110,18 +96,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
             remove_all(checkpoints)
             print(f"{args.out} is already finished", flush=True)
             return
-    if os.path.exists(args.out) and os.listdir(args.out) and not args.overwrite:
-        raise ClpftError(f"{args.out} already exists and is not empty (pass --overwrite to replace it)")
-    if os.path.isdir(checkpoints) and not args.resume and args.save_steps:
+    stages.check_output(out, overwrite=args.overwrite)
+    if checkpoints.is_dir() and not args.resume and args.save_steps:
         raise ClpftError(f"{checkpoints} holds checkpoints of an earlier run (pass --resume to continue it)")
-    examples = read_train_jsonl(args.train)
-    if args.max_train_queries is not None and args.max_train_queries < len(examples):
-        examples = random.Random(args.seed).sample(examples, args.max_train_queries)
+    examples = stages.sample_examples(read_train_jsonl(args.train), args.max_train_queries, args.seed)
     model = load_model(args.model, trust_remote_code=args.trust_remote_code)
-    from clpft.training import train_model
-
     config = train_config(args)
-    config.checkpoint_dir = checkpoints if (args.save_steps or args.resume) else None
+    config.checkpoint_dir = str(checkpoints) if (args.save_steps or args.resume) else None
     val_corpus = None
     if args.val_corpus:
         from clpft.data.beir import load_corpus
@@ -130,22 +111,17 @@ def _cmd_train(args: argparse.Namespace) -> None:
         val_corpus = {
             d: doc.full_text for d, doc in load_corpus(path / "corpus.jsonl" if path.is_dir() else path).items()
         }
-    result = train_model(model, examples, config, show_progress=not args.quiet, val_corpus=val_corpus)
-    if int(os.environ.get("RANK", "0")) != 0:
-        return  # under torchrun / accelerate launch only the first process writes the model
-
-    def extras(folder: Path) -> None:  # written into the model folder before it appears
-        write_json(
-            folder / "training.json",
-            {**result.to_json(), "peak_rss_mb": peak_rss_mb(), "config": dataclasses.asdict(config)},
-        )
-        add_to_model_card(
-            folder, card_section(args.model or "all-MiniLM-L6-v2 (packaged)", dataclasses.asdict(config), args.train)
-        )
-        plot_loss(result.loss_history, folder / "training_loss.png", result.val_history)
-
-    save_model(model, args.out, overwrite=args.overwrite, extras=extras)
-    remove_all(checkpoints)
+    result = stages.train(
+        model,
+        examples,
+        config,
+        out,
+        base_model=args.model or DEFAULT_MODEL_NAME,
+        source=args.train,
+        val_corpus=val_corpus,
+        overwrite=args.overwrite,
+        show_progress=not args.quiet,
+    )
     last = result.loss_history[-1]["loss"] if result.loss_history else float("nan")
     print(
         f"trained {result.optimizer_steps} steps in {result.seconds:.0f} s (last logged loss {last:.4f}); "
@@ -154,30 +130,28 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
+    from clpft import stages
     from clpft.data import load_dataset
-    from clpft.evaluation import evaluate_model
     from clpft.files import write_json
-    from clpft.models import load_model
+    from clpft.models import DEFAULT_MODEL_NAME, load_model
     from clpft.pipeline import format_table
 
-    if args.out and os.path.exists(args.out) and not args.overwrite:
-        raise ClpftError(f"{args.out} already exists (pass --overwrite to replace it)")
+    if args.out:
+        stages.check_output(args.out, overwrite=args.overwrite)
     if not args.data and not args.mteb:
         raise ClpftError("clpft eval needs --data, --mteb or both")
     dataset = load_dataset(args.data, args.split) if args.data else None
     model = load_model(args.model, trust_remote_code=args.trust_remote_code)
-    limit = model.max_seq_length or 10**9
-    result: dict = {"model": args.model or "all-MiniLM-L6-v2 (packaged)", "data": args.data}
+    result: dict = {"model": args.model or DEFAULT_MODEL_NAME, "data": args.data}
     if dataset is not None:
-        result |= evaluate_model(
+        result |= stages.evaluate(
             model,
             dataset,
-            args.top_k,
-            min(args.query_max_tokens, limit),
-            min(args.passage_max_tokens, limit),
-            args.encode_batch_size,
-            None,
-            not args.quiet,
+            top_k=args.top_k,
+            query_max_tokens=args.query_max_tokens,
+            passage_max_tokens=args.passage_max_tokens,
+            encode_batch_size=args.encode_batch_size,
+            show_progress=not args.quiet,
         )
     if args.mteb:
         from clpft.evaluation.mteb_bridge import run_mteb
@@ -202,19 +176,12 @@ def _cmd_run(args: argparse.Namespace) -> None:
             trust_remote_code=args.trust_remote_code,
             train_split=args.train_split,
             eval_split=args.eval_split,
-            strategy=args.strategy,
-            num_negatives=args.num_negatives,
-            rank_from=args.rank_from,
-            rank_to=args.rank_to,
-            max_score_ratio=args.max_score_ratio,
-            max_train_queries=args.max_train_queries,
             top_k=args.top_k,
-            encode_batch_size=args.encode_batch_size,
             overwrite=args.overwrite,
             resume=args.resume,
             quiet=args.quiet,
+            mining=mining_options(args, os.path.join(args.out, "neg_queries.sqlite")),
             train=train_config(args),
-            neg_queries=own_query_settings(args, os.path.join(args.out, "neg_queries.sqlite")),
         )
     )
 
@@ -225,7 +192,7 @@ def _cmd_ablation(args: argparse.Namespace) -> None:
     passed: dict[str, list[str]] = {
         k: (["--trust-remote-code"] if args.trust_remote_code else []) for k in ("mine", "train", "eval")
     }
-    for flag, _, where, _ in ABLATION_PASSTHROUGH:
+    for flag, _, where, _, _ in ablation_passthrough():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
             for command in where:
@@ -250,8 +217,8 @@ def _cmd_ablation(args: argparse.Namespace) -> None:
 
 
 def _cmd_synth(args: argparse.Namespace) -> None:
-    from clpft.negqueries import parse_backends
-    from clpft.negqueries.synth import synthesize
+    from clpft.ownqueries import parse_backends
+    from clpft.ownqueries.synth import synthesize
 
     settings = generator_settings(
         args, parse_backends(args.backends), args.cache or f"{args.out.rstrip('/')}.cache.sqlite", args.queries_per_doc
@@ -303,9 +270,12 @@ def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
         return
     sub = subparsers[command]
     actions = {a.dest: a for a in sub._actions}
+    # a key is a flag's name (lr, penalty-weight) or its destination (learning_rate): both say the same option
+    by_flag = {flag.lstrip("-").replace("-", "_"): a.dest for a in sub._actions for flag in a.option_strings}
     defaults = {}
     for key, value in config.items():
         dest = str(key).lstrip("-").replace("-", "_")
+        dest = by_flag.get(dest, dest)
         if dest not in actions or dest in ("help", "config"):
             raise ClpftError(f"{known.config}: unknown option {key!r} for clpft {command}")
         actions[dest].required = False
@@ -331,8 +301,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from clpft.runtime import tune_malloc
 
     tune_malloc()
+    from clpft import precision
+
     try:
-        COMMANDS[args.command](args)
+        with precision.use(getattr(args, "precision", None) or "auto"):  # every encoding under the command
+            COMMANDS[args.command](args)
     except ClpftError as error:
         print(f"clpft: error: {redact_secrets(str(error))}", file=sys.stderr)
         return 2

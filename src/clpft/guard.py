@@ -13,8 +13,10 @@ merges
 
 (WiSE-FT: Wortsman et al., "Robust fine-tuning of zero-shot models", CVPR 2022, arXiv:2109.01903;
 LM-Cocktail: Xiao et al. 2023, arXiv:2311.13534). A merge usually keeps most of the in-domain gain and
-gives back out-of-domain quality the tuning cost. The candidate with the best validation nDCG@10 is kept;
-the start wins ties, and when nothing beats it the start is saved and one line says so. For an upcycled
+gives back out-of-domain quality the tuning cost. Of the candidates, the one closest to the start whose
+validation nDCG@10 is within one standard error of the best is kept (``choose``: a difference the
+validation split cannot tell from noise does not earn a move away from the start); when that is the
+start itself, the start is saved and one line says so. For an upcycled
 model the start is the upcycled model before training (experts as copies of the dense layer): it computes
 what the dense model computed, so α = 0 is the untouched model. ``--merge ALPHA`` applies one α without
 choosing (no validation split needed).
@@ -25,6 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -65,6 +68,39 @@ class GuardResult:
     eval_seconds: float = 0.0
     eval_share: float = 0.0  # evaluation time / training time
     early_stopped_at: int | None = None
+    best_candidate: str | None = None  # the highest validation score (chosen differs: within one standard error)
+
+
+@dataclass
+class Candidate:
+    score: float  # validation nDCG@10
+    alpha: float  # 0: the start, 1: the best step, between: a merge
+    label: str
+    per_query: dict[str, float] | None = None
+
+
+def choose(candidates: list[Candidate]) -> Candidate:
+    """The candidate closest to the start (smallest α) whose validation score is within one standard
+    error of the best one's: the one-standard-error rule (Breiman et al. 1984; Hastie, Tibshirani and
+    Friedman, *The Elements of Statistical Learning*, 7.10), which picks the simplest model the
+    validation data cannot tell from the best.
+
+    Here "simplest" is "least moved from the start": a small validation split (a few dozen to a few
+    hundred queries) measures nDCG@10 with a standard error of 0.01-0.03, and merges that score within
+    it of the best in-domain usually keep what the start knew out of domain (WiSE-FT). The standard
+    error is that of the mean per-query difference to the best candidate (paired, as the queries are
+    the same). Without per-query values the best score wins and the start wins ties."""
+    best = max(candidates, key=lambda c: (c.score, c.alpha == 0.0, c.alpha))
+    if best.per_query is None or any(c.per_query is None for c in candidates):
+        return best
+    queries = sorted(best.per_query)
+    for candidate in sorted(candidates, key=lambda c: c.alpha):
+        gaps = [best.per_query[q] - candidate.per_query.get(q, 0.0) for q in queries]
+        mean = sum(gaps) / len(gaps)
+        spread = (sum((g - mean) ** 2 for g in gaps) / max(1, len(gaps) - 1)) ** 0.5
+        if mean <= spread / len(gaps) ** 0.5:
+            return candidate
+    return best
 
 
 class Guard:
@@ -77,8 +113,9 @@ class Guard:
         budget_share: float = 0.15,
         eval_steps: int = 0,
         patience: int = 0,
+        precision: Callable[[], AbstractContextManager] = nullcontext,
     ) -> None:
-        self.model, self.evaluate = model, evaluate
+        self.model, self.evaluate, self.precision = model, evaluate, precision
         self.budget_share, self.eval_steps, self.patience = budget_share, eval_steps, patience
         self.start = trainable_state(model)
         self.history: list[dict[str, float]] = []
@@ -86,12 +123,15 @@ class Guard:
         self.eval_seconds, self.last_cost, self.train_started = 0.0, 0.0, None
         self.evaluations_since_best, self.early_stopped_at = 0, None
         self.start_score, self.step_zero_seconds = None, 0.0
+        self.last_per_query = self.start_per_query = self.best_per_query = None
 
     def score(self, step: int) -> float:
         started = time.perf_counter()
-        metrics = self.evaluate()
+        with self.precision():  # the trainer's autocast does not reach its callbacks
+            metrics = dict(self.evaluate())
         self.last_cost = time.perf_counter() - started
         self.eval_seconds += self.last_cost
+        self.last_per_query = metrics.pop("per_query", None)  # kept for the candidates only, not the curve
         self.history.append({"step": step, **metrics})
         return metrics[SCORE]
 
@@ -99,6 +139,7 @@ class Guard:
         """Step 0: the untouched model, the line every later state has to beat."""
         if self.evaluate is not None:
             self.start_score = self.score(0)
+            self.start_per_query = self.last_per_query
             self.step_zero_seconds = self.last_cost
             self.best_score, self.best_state = self.start_score, None  # None: the start itself
 
@@ -126,6 +167,7 @@ class Guard:
     def _consider(self, step: int, score: float) -> None:
         if score > self.best_score:
             self.best_step, self.best_score, self.best_state = step, score, trainable_state(self.model)
+            self.best_per_query = self.last_per_query
             self.evaluations_since_best = 0
         else:
             self.evaluations_since_best += 1
@@ -146,20 +188,23 @@ class Guard:
         tuned = self.best_state
         if tuned is not None:
             result.best_step, result.best_score = self.best_step, self.best_score
-        candidates: list[tuple[float, float, str]] = [(self.start_score, 0.0, "start")]
+        candidates: list[Candidate] = [Candidate(self.start_score, 0.0, "start", self.start_per_query)]
         if tuned is not None:
-            candidates.append((self.best_score, 1.0, f"step {self.best_step}"))
+            candidates.append(Candidate(self.best_score, 1.0, f"step {self.best_step}", self.best_per_query))
             alphas = MERGE_GRID if merge == "auto" else ((merge,) if isinstance(merge, float) else ())
             for alpha in alphas:
                 load_state(self.model, blend(self.start, tuned, alpha))
                 merged = self.score(final_step)
                 self.history.pop()  # a merge is not a point of the training curve
                 result.merge_scores[f"{alpha:g}"] = merged
-                candidates.append((merged, alpha, f"merge alpha={alpha:g} with step {self.best_step}"))
+                candidates.append(
+                    Candidate(merged, alpha, f"merge alpha={alpha:g} with step {self.best_step}", self.last_per_query)
+                )
             if isinstance(merge, float):  # a fixed α is applied, not chosen
-                candidates = [c for c in candidates if c[1] == merge]
-        # The best score wins; the start wins ties (a change must earn its place), then the larger α.
-        score, alpha, chosen = max(candidates, key=lambda c: (c[0], c[2] == "start", c[1]))
+                candidates = [c for c in candidates if c.alpha == merge]
+        pick = choose(candidates)
+        score, alpha, chosen = pick.score, pick.alpha, pick.label
+        result.best_candidate = max(candidates, key=lambda c: (c.score, -c.alpha)).label
         result.chosen, result.final_score = chosen, score
         result.merge_alpha = alpha if chosen.startswith("merge") else None
         if chosen == "start":
@@ -181,9 +226,15 @@ class Guard:
         if result.chosen != "start" or result.start_score is None:
             return None
         later = [h[SCORE] for h in self.history if h["step"] > 0]
+        if not later:
+            return None
+        if max(later) <= result.start_score:
+            return (
+                f"no trained state beat the untouched model on the validation split (nDCG@10 "
+                f"{result.start_score:.4f} at step 0, at best {max(later):.4f} later): saved the untouched model"
+            )
         return (
-            f"no trained state beat the untouched model on the validation split (nDCG@10 {result.start_score:.4f} "
-            f"at step 0, at best {max(later):.4f} later): saved the untouched model"
-            if later
-            else None
+            f"no trained state beat the untouched model on the validation split by more than its noise (nDCG@10 "
+            f"{result.start_score:.4f} at step 0, at best {max(later):.4f} later, within one standard error): "
+            "saved the untouched model"
         )

@@ -9,12 +9,14 @@ another name than the flag (``--lr`` -> ``learning_rate``), ``FIELD_OF_FLAG`` sa
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from clpft.errors import ClpftError
-from clpft.presets import DEFAULT_PRESET, preset_values
+from clpft.presets import DEFAULT_PRESET, PRESETS, preset_values
 
 
 @dataclass(frozen=True)
@@ -57,47 +59,23 @@ COUNT = Range(1, integer=True)
 NON_NEGATIVE_COUNT = Range(0, integer=True)
 POSITIVE = Range(0, low_open=True)
 SHARE = Range(0, 1, high_open=True)
+SEED = Range(0, 2**32 - 1, integer=True)  # numpy's seed range
 
+# The ranges of the options declared by hand in clpft.parser; the dataclasses' options carry their own
+# (``option(..., range=...)``), and ``ranges()`` holds both.
 RANGES: dict[str, Range] = {
     # lengths, encoding, retrieval
-    "query_max_tokens": COUNT,
-    "passage_max_tokens": COUNT,
-    "encode_batch_size": COUNT,
     "top_k": COUNT,
-    "seed": Range(0, 2**32 - 1, integer=True),  # numpy's seed range
     "seeds": COUNT,
-    # mining and the negatives' own queries
-    "num_negatives": COUNT,
-    "rank_from": NON_NEGATIVE_COUNT,
-    "rank_to": COUNT,
-    "max_score_ratio": POSITIVE,
-    "max_train_queries": COUNT,
+    # the negatives' own queries
     "queries_per_negative": COUNT,
     "queries_per_doc": COUNT,
     "max_docs": COUNT,
     "llm_concurrency": COUNT,
     "llm_timeout": POSITIVE,
     "max_llm_calls": NON_NEGATIVE_COUNT,
-    # training
-    "penalty_weight": Range(0, 1),
-    "temperature": POSITIVE,
-    "num_experts": COUNT,
-    "experts_per_token": COUNT,
-    "learning_rate": Range(0),
-    "moe_learning_rate": Range(0),
-    "epochs": POSITIVE,
-    "batch_size": COUNT,
-    "grad_accum": COUNT,
-    "warmup_ratio": SHARE,
-    "max_steps": Range(1, integer=True, also=(-1,), meaning="all epochs"),
-    "max_queries_per_negative": COUNT,
-    "gradcache_mini_batch": NON_NEGATIVE_COUNT,
-    "save_steps": NON_NEGATIVE_COUNT,
+    # TrainConfig's Python-only fields
     "logging_steps": NON_NEGATIVE_COUNT,
-    "val_fraction": SHARE,
-    "eval_steps": NON_NEGATIVE_COUNT,
-    "eval_budget": Range(0, 1, low_open=True),
-    "patience": NON_NEGATIVE_COUNT,
 }
 
 # Flags whose Python field has another name.
@@ -105,14 +83,26 @@ FIELD_OF_FLAG = {"lr": "learning_rate", "moe_lr": "moe_learning_rate"}
 FLAG_OF_FIELD = {field: flag for flag, field in FIELD_OF_FLAG.items()}
 
 
+def ranges() -> dict[str, Range]:
+    """Every option's range, by field name: ``RANGES`` and the ones declared with the options."""
+    declared = {
+        f.name: f.metadata["range"]
+        for cls in (TrainConfig, MiningOptions)
+        for f in dataclasses.fields(cls)
+        if f.metadata.get("range") is not None  # MiningOptions' seed and lengths are TrainConfig's options
+    }
+    return RANGES | declared
+
+
 def check_ranges(values: Mapping[str, Any]) -> None:
     """Raise a one-line ClpftError for the first value out of its range (None means "not set": fine).
 
     ``values`` maps option names (argparse destinations or TrainConfig fields) to values; names
     without a range are ignored. Also checks the pairs that limit each other."""
+    every = ranges()
     for name, value in values.items():
         field = FIELD_OF_FLAG.get(name, name)
-        rule = RANGES.get(field)
+        rule = every.get(field)
         if rule is None or value is None:
             continue
         problem = rule.problem(value)
@@ -141,49 +131,148 @@ def parse_merge(value: str | float | None) -> str | float:
     return alpha
 
 
+def option(
+    default: Any,
+    help: str,
+    *,
+    group: str = "training",
+    flag: str | None = None,
+    range: Range | None = None,  # noqa: A002 (the word the option's readers expect)
+    **extra: Any,
+) -> Any:
+    """A dataclass field that is also a command-line option: its flag (default ``--field-name``), help and
+    argparse group live here, with the field; ``clpft.parser`` builds the option from it, ``--config``
+    YAML keys and ``clpft ablation``'s pass-through follow from the parser, and ``range`` is checked at
+    parse time and when the dataclass is built (``check_ranges``). ``extra``: ``preset=True`` (the default
+    comes from ``--preset``), ``negative="--no-x"`` (a boolean that defaults to True and is turned off by
+    that flag), ``ablation=False`` (a ladder row sets it, so `clpft ablation` does not pass it on),
+    ``choices`` (when the type is not a ``Literal``)."""
+    return field(default=default, metadata={"help": help, "group": group, "flag": flag, "range": range, **extra})
+
+
 @dataclass
 class TrainConfig:
     """Training settings. Fields left at None come from ``preset`` (clpft.presets): ``"clpft"`` (tuned
-    defaults) or ``"paper"`` (Yu 2024); the learning rate also depends on ``train_only``."""
+    defaults) or ``"paper"`` (Yu 2024); the learning rate and temperature also depend on ``train_only``.
 
-    loss: str = "clp"
-    moe: str = "intermediate"
-    num_experts: int = 2
-    experts_per_token: int = 1
-    train_only: str = "moe"
-    preset: str = DEFAULT_PRESET
-    learning_rate: float | None = None
-    moe_learning_rate: float | None = None  # train_only "all" with MoE: the MoE layers' own learning rate
-    epochs: float | None = None
-    batch_size: int | None = None
-    grad_accum: int | None = None
-    num_negatives: int = 4
-    query_max_tokens: int = 128
-    passage_max_tokens: int = 512
-    penalty_weight: float | None = None
-    temperature: float | None = None
-    warmup_ratio: float | None = None
-    max_queries_per_negative: int = 8
-    seed: int = 42
-    max_steps: int = -1
+    Every field with ``option(...)`` is a command-line flag of `clpft train` and `clpft run` (group
+    "training"; "common" ones are also `clpft mine`'s and `clpft eval`'s): declared here once."""
+
+    preset: str = option(
+        DEFAULT_PRESET, "defaults for the fields marked 'from --preset' (flags you give win)", choices=tuple(PRESETS)
+    )
+    loss: Literal["clp", "infonce", "mnrl"] = option(
+        "clp", "training loss (mnrl: sentence-transformers' MultipleNegativesRankingLoss, its defaults)", ablation=False
+    )
+    moe: Literal["none", "intermediate", "output"] = option(
+        "intermediate", "upcycle this FFN dense layer of every transformer layer into experts", ablation=False
+    )
+    num_experts: int = option(2, "experts per MoE layer", range=COUNT)
+    experts_per_token: int = option(1, "top-k routing: experts each token is sent to", range=COUNT)
+    train_only: Literal["all", "intermediate", "moe"] | None = option(
+        None, "parameters that train; the rest stay frozen", preset=True, ablation=False
+    )
+    learning_rate: float | None = option(
+        None, "learning rate, by what --train-only trains", flag="--lr", preset=True, range=Range(0)
+    )
+    moe_learning_rate: float | None = option(
+        None,
+        "with --train-only all and --moe: the MoE layers' own learning rate (default: --lr)",
+        flag="--moe-lr",
+        range=Range(0),
+    )
+    epochs: float | None = option(None, "training epochs", preset=True, range=POSITIVE)
+    batch_size: int | None = option(None, "queries per batch", preset=True, range=COUNT)
+    grad_accum: int | None = option(None, "gradient accumulation steps", preset=True, range=COUNT)
+    num_negatives: int = option(4, "negatives per query", group="negatives", range=COUNT)
+    query_max_tokens: int = option(
+        128, "query length limit in tokens (capped by the model's max_seq_length)", group="common", range=COUNT
+    )
+    passage_max_tokens: int = option(
+        512, "passage length limit in tokens (capped by the model's max_seq_length)", group="common", range=COUNT
+    )
+    penalty_weight: float | None = option(None, "CLP's lambda", preset=True, range=Range(0, 1))
+    temperature: float | None = option(
+        None, "tau of InfoNCE and CLP, by what --train-only trains", preset=True, range=POSITIVE
+    )
+    warmup_ratio: float | None = option(None, "share of steps with linear warm-up", preset=True, range=SHARE)
+    max_queries_per_negative: int = option(8, "own queries of one negative used by the penalty", range=COUNT)
+    seed: int = option(42, "random seed (sampling, shuffling, init)", group="common", range=SEED)
+    max_steps: int = option(
+        -1,
+        "stop after this many optimizer steps (-1: run all epochs)",
+        range=Range(1, integer=True, also=(-1,), meaning="all epochs"),
+    )
     logging_steps: int = 0  # 0: about 20 log lines per run
-    gradcache_mini_batch: int = 0  # > 0: CachedCLPLoss embedding this many texts at a time
-    save_steps: int = 0  # 0: no checkpoints
+    gradcache_mini_batch: int = option(
+        0,
+        "> 0: GradCache (CachedCLPLoss), embedding this many texts at a time: large batches in small memory, "
+        "same gradients",
+        range=NON_NEGATIVE_COUNT,
+    )
+    save_steps: int = option(
+        0,
+        "checkpoint every N optimizer steps (0: none); checkpoints are removed once the model is saved",
+        range=NON_NEGATIVE_COUNT,
+    )
     checkpoint_dir: str | None = None  # where checkpoints go (default: a temporary folder)
-    resume: bool = False  # continue from the last checkpoint in checkpoint_dir
-    val_fraction: float = 0.0  # > 0: hold out this share of the training queries as a validation split
-    eval_steps: int = 0  # with a validation split: evaluate every N optimizer steps (0: about 5 times a run)
-    precision: str = "fp32"  # "bf16" / "fp16": mixed-precision autocast (GPUs; bf16 also runs on CPUs)
-    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
-    guard: bool = True  # with a validation split: save the best state seen, never one worse than the start
-    merge: str | float = "none"  # "auto" (α chosen on validation), "none", or α: (1 - α)·start + α·tuned
-    eval_budget: float = 0.15  # validation time kept under this share of the training time (eval_steps 0)
-    patience: int = 0  # stop after this many evaluations without a new best (0: never)
+    resume: bool = option(
+        False,
+        "continue an interrupted run from its last checkpoint (run: also reuse finished stages)",
+        ablation=False,
+    )
+    val_fraction: float | None = option(
+        None,
+        "hold out this share of the training queries (0: none) for the guard: nDCG@10 on them is tracked from "
+        "step 0 (the untouched model) on, drawn in training_loss.png, and chooses the saved state and merge; "
+        "tune on this, never on the test split",
+        preset=True,
+        range=SHARE,
+    )
+    eval_steps: int = option(
+        0,
+        "with --val-fraction: evaluate every N optimizer steps (0: as often as --eval-budget allows)",
+        range=NON_NEGATIVE_COUNT,
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
+        "auto",
+        "auto: bf16 autocast where the hardware computes bf16 natively (CPUs with AVX-512 BF16 or AMX, recent "
+        "GPUs), else fp32; used by encoding and training (fp16 needs a CUDA GPU)",
+        group="common",
+    )
+    gradient_checkpointing: bool = option(
+        False, "recompute activations during the backward pass: less memory for long passages, slower"
+    )
+    guard: bool = option(
+        True,
+        "with --val-fraction: save the last state, not the best one seen (by default the best, and the untouched "
+        "model when nothing beats it)",
+        negative="--no-guard",
+    )
+    merge: str | None = option(
+        None,
+        "weight-space merge of the start and the tuned model, (1 - a) * start + a * tuned: auto (a chosen on the "
+        "validation split among 0.25, 0.5, 0.75, the tuned and the start), none, or a",
+        preset=True,
+    )
+    eval_budget: float = option(
+        0.15,
+        "with --val-fraction and --eval-steps 0: keep validation under this share of the training time",
+        range=Range(0, 1, low_open=True),
+    )
+    patience: int = option(
+        0,
+        "with --val-fraction: stop after this many evaluations without a new best (0: never)",
+        range=NON_NEGATIVE_COUNT,
+    )
 
     def __post_init__(self) -> None:
+        merge_given = self.merge is not None
         for name, value in preset_values(self.preset, self.train_only).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        if not merge_given and self.merge == "auto" and not (self.guard and self.val_fraction > 0):
+            self.merge = "none"  # the preset's auto needs the validation split the run turned off
         check_ranges(self.__dict__)
         try:
             self.merge = parse_merge(self.merge)
@@ -193,3 +282,59 @@ class TrainConfig:
             raise ClpftError(
                 "--merge auto chooses α on the validation split: it needs --val-fraction above 0 (and the guard)"
             )
+
+
+@dataclass(kw_only=True)
+class MiningOptions:
+    """How `clpft mine` (and the first stage of `clpft run`) builds the training set. The fields declared
+    with ``option`` are command-line flags; the others are ``TrainConfig``'s (one flag, both stages)."""
+
+    strategy: Literal["ance", "random"] = option(
+        "ance",
+        "ance: top-ranked unlabelled documents by the base model; random: uniform (baseline)",
+        group="mining",
+        ablation=False,  # a ladder row says which negatives it trains on
+    )
+    num_negatives: int = 4
+    rank_from: int = option(
+        0, "first rank (0-based) a negative may come from", group="mining", range=NON_NEGATIVE_COUNT
+    )
+    rank_to: int = option(50, "ranks searched for negatives: rank-from..rank-to-1", group="mining", range=COUNT)
+    max_score_ratio: float | None = option(
+        None,
+        "false-negative control: drop candidates scoring above R x the query's best positive (off by default, "
+        "as in the paper)",
+        group="mining",
+        range=POSITIVE,
+    )
+    max_train_queries: int | None = option(
+        None, "use a seeded sample of this many training queries (quick runs)", group="sampling", range=COUNT
+    )
+    seed: int = 42
+    query_max_tokens: int = 128
+    passage_max_tokens: int = 512
+    encode_batch_size: int = option(64, "batch size when encoding", group="common", range=COUNT)
+    query_sources: Any = None  # clpft.ownqueries.QuerySources; None: the qrels only
+
+
+def cli_fields(cls: type, groups: tuple[str, ...] | None = None) -> list[dataclasses.Field]:
+    """The fields of ``cls`` that are command-line options (declared with ``option``), in order, each with
+    its resolved type in ``field.type``."""
+    hints = typing.get_type_hints(cls)
+    chosen = [
+        f for f in dataclasses.fields(cls) if "help" in f.metadata and (groups is None or f.metadata["group"] in groups)
+    ]
+    for f in chosen:
+        f.type = hints[f.name]
+    return chosen
+
+
+def choices_of(kind: Any) -> tuple | None:
+    """The values of a ``Literal[...]`` type (or of ``Literal[...] | None``), else None."""
+    if typing.get_origin(kind) is Literal:
+        return typing.get_args(kind)
+    inner = [a for a in typing.get_args(kind) if a is not type(None)]
+    return choices_of(inner[0]) if len(inner) == 1 and inner[0] is not kind else None
+
+
+PRECISIONS = choices_of(typing.get_type_hints(TrainConfig)["precision"])  # clpft.precision says what each means

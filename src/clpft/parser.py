@@ -1,5 +1,5 @@
 """clpft's argument parser: every subcommand's options, with their defaults and help, and the step from
-parsed options to the Python API's settings (``TrainConfig``, ``GeneratorSettings``).
+parsed options to the Python API's settings (``TrainConfig``, ``QuerySources``).
 
 Ranges are checked in ``clpft.options`` right after parsing; the CLI (``clpft.cli``) only dispatches.
 """
@@ -30,50 +30,22 @@ def _add_model(parser: argparse.ArgumentParser, required: bool = False) -> None:
     )
 
 
-def _add_common(parser: argparse.ArgumentParser, defaults) -> None:
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    from clpft.options import MiningOptions, TrainConfig
+
     group = parser.add_argument_group("lengths and encoding")
-    group.add_argument(
-        "--query-max-tokens",
-        type=int,
-        default=defaults.query_max_tokens,
-        help="query length limit in tokens (capped by the model's max_seq_length)",
-    )
-    group.add_argument(
-        "--passage-max-tokens",
-        type=int,
-        default=defaults.passage_max_tokens,
-        help="passage length limit in tokens (capped by the model's max_seq_length)",
-    )
-    group.add_argument("--encode-batch-size", type=int, default=64, help="batch size when encoding")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (sampling, shuffling, init)")
+    add_options(group, TrainConfig, ("common",))
+    add_options(group, MiningOptions, ("common",))
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings and results only")
 
 
-def _add_mining(parser: argparse.ArgumentParser, defaults) -> None:
+def _add_mining(parser: argparse.ArgumentParser) -> None:
+    from clpft.options import MiningOptions, TrainConfig
+
     group = parser.add_argument_group("mining (data selection)")
-    group.add_argument(
-        "--strategy",
-        choices=("ance", "random"),
-        default="ance",
-        help="ance: top-ranked unlabelled documents by the base model; random: uniform (baseline)",
-    )
-    group.add_argument("--num-negatives", type=int, default=defaults.num_negatives, help="negatives per query")
-    group.add_argument("--rank-from", type=int, default=0, help="first rank (0-based) a negative may come from")
-    group.add_argument("--rank-to", type=int, default=50, help="ranks searched for negatives: rank-from..rank-to-1")
-    group.add_argument(
-        "--max-score-ratio",
-        type=float,
-        default=None,
-        help="false-negative control: drop candidates scoring above R x the query's best positive "
-        "(off by default, as in the paper)",
-    )
-    group.add_argument(
-        "--max-train-queries",
-        type=int,
-        default=None,
-        help="use a seeded sample of this many training queries (quick runs)",
-    )
+    add_options(group, MiningOptions, ("mining", "sampling"))
+    add_options(group, TrainConfig, ("negatives",))
 
 
 def _add_generation(parser: argparse.ArgumentParser, for_synth: bool = False) -> None:
@@ -112,9 +84,9 @@ def _add_generation(parser: argparse.ArgumentParser, for_synth: bool = False) ->
 
 
 def generator_settings(args: argparse.Namespace, backends: list[str], cache: str | None, per_doc: int):
-    from clpft.negqueries import GeneratorSettings
+    from clpft.ownqueries import QuerySources
 
-    return GeneratorSettings(
+    return QuerySources(
         backends=backends,
         queries_per_negative=per_doc,
         cache_path=cache,
@@ -130,7 +102,7 @@ def generator_settings(args: argparse.Namespace, backends: list[str], cache: str
 
 
 def own_query_settings(args: argparse.Namespace, default_cache: str):
-    from clpft.negqueries import parse_backends
+    from clpft.ownqueries import parse_backends
 
     return generator_settings(
         args, parse_backends(args.neg_queries), args.neg_queries_cache or default_cache, args.queries_per_negative
@@ -161,206 +133,58 @@ def _preset_default(field: str) -> str:
             else:
                 parts.append(f"{name} " + ", ".join(f"{v:g} ({k})" for k, v in by_scope.items()))
         else:
-            parts.append(f"{name} {preset.values('all')[field]:g}")
+            value = preset.values()[field]
+            parts.append(f"{name} {value}" if isinstance(value, str) else f"{name} {value:g}")
     return f"(default: from --preset: {'; '.join(parts)})"
 
 
-def _add_training(parser: argparse.ArgumentParser, defaults) -> None:
-    from clpft.presets import DEFAULT_PRESET, PRESETS
+def add_options(target, cls: type, groups: tuple[str, ...]) -> None:
+    """Add the options ``cls`` declares (``clpft.options.option`` fields of these groups) to ``target``
+    (a parser or an argument group): flag, type, choices, default and help all come from the field, so an
+    option is declared once."""
+    from clpft.options import choices_of, cli_fields
+
+    for f in cli_fields(cls, groups):
+        meta = f.metadata
+        flag = meta["flag"] or "--" + f.name.replace("_", "-")
+        text = meta["help"] + (" " + _preset_default(f.name) if meta.get("preset") else "")
+        if f.type is bool:
+            if meta.get("negative"):
+                target.add_argument(meta["negative"], dest=f.name, action="store_false", help=text)
+            else:
+                target.add_argument(flag, dest=f.name, action="store_true", help=text)
+            continue
+        choices = meta.get("choices") or choices_of(f.type)
+        base = next((t for t in (int, float) if f.type in (t, t | None)), None)
+        target.add_argument(
+            flag,
+            dest=f.name,
+            type=None if choices else base,
+            choices=choices,
+            default=None if meta.get("preset") else f.default,
+            help=text,
+        )
+
+
+def _add_training(parser: argparse.ArgumentParser) -> None:
+    from clpft.options import TrainConfig
 
     group = parser.add_argument_group(
         "training (defaults: the paper's best row, CLP + MoE on the intermediate layers, with --preset's settings)"
     )
-    group.add_argument(
-        "--preset",
-        choices=tuple(PRESETS),
-        default=DEFAULT_PRESET,
-        help="defaults for lr, epochs, batch size, accumulation, warm-up, tau and lambda: "
-        + "; ".join(f"{name}: {preset.description}" for name, preset in PRESETS.items())
-        + " (flags you give win)",
-    )
-    group.add_argument(
-        "--loss",
-        choices=("clp", "infonce", "mnrl"),
-        default=defaults.loss,
-        help="training loss (mnrl: sentence-transformers' MultipleNegativesRankingLoss, its defaults)",
-    )
-    group.add_argument(
-        "--penalty-weight", type=float, default=None, help="CLP's lambda " + _preset_default("penalty_weight")
-    )
-    group.add_argument(
-        "--temperature",
-        type=float,
-        default=None,
-        help="tau of InfoNCE and CLP, by what --train-only trains " + _preset_default("temperature"),
-    )
-    group.add_argument(
-        "--moe",
-        choices=("none", "intermediate", "output"),
-        default=defaults.moe,
-        help="upcycle this FFN dense layer of every transformer layer into experts",
-    )
-    group.add_argument("--num-experts", type=int, default=defaults.num_experts, help="experts per MoE layer")
-    group.add_argument(
-        "--experts-per-token",
-        type=int,
-        default=defaults.experts_per_token,
-        help="top-k routing: experts each token is sent to",
-    )
-    group.add_argument(
-        "--train-only",
-        choices=("all", "intermediate", "moe"),
-        default=defaults.train_only,
-        help="parameters that train; the rest stay frozen",
-    )
-    group.add_argument(
-        "--lr",
-        type=float,
-        default=None,
-        help="learning rate, by what --train-only trains " + _preset_default("learning_rate"),
-    )
-    group.add_argument(
-        "--moe-lr",
-        type=float,
-        default=None,
-        help="with --train-only all and --moe: the MoE layers' own learning rate (default: --lr)",
-    )
-    group.add_argument("--epochs", type=float, default=None, help="training epochs " + _preset_default("epochs"))
-    group.add_argument(
-        "--batch-size", type=int, default=None, help="queries per batch " + _preset_default("batch_size")
-    )
-    group.add_argument(
-        "--grad-accum", type=int, default=None, help="gradient accumulation steps " + _preset_default("grad_accum")
-    )
-    group.add_argument(
-        "--warmup-ratio",
-        type=float,
-        default=None,
-        help="share of steps with linear warm-up " + _preset_default("warmup_ratio"),
-    )
-    group.add_argument(
-        "--max-steps",
-        type=int,
-        default=defaults.max_steps,
-        help="stop after this many optimizer steps (-1: run all epochs)",
-    )
-    group.add_argument(
-        "--max-queries-per-negative",
-        type=int,
-        default=defaults.max_queries_per_negative,
-        help="own queries of one negative used by the penalty",
-    )
-    group.add_argument(
-        "--gradcache-mini-batch",
-        type=int,
-        default=defaults.gradcache_mini_batch,
-        help="> 0: GradCache (CachedCLPLoss), embedding this many texts at a time: large batches in "
-        "small memory, same gradients",
-    )
-    group.add_argument(
-        "--save-steps",
-        type=int,
-        default=0,
-        help="checkpoint every N optimizer steps (0: none); checkpoints are removed once the model is saved",
-    )
-    group.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted run from its last checkpoint (run: also reuse finished stages)",
-    )
-    group.add_argument(
-        "--precision",
-        choices=("fp32", "bf16", "fp16"),
-        default=defaults.precision,
-        help="mixed-precision training (bf16/fp16 autocast; fp16 needs a CUDA GPU)",
-    )
-    group.add_argument(
-        "--gradient-checkpointing",
-        action="store_true",
-        help="recompute activations during the backward pass: less memory for long passages, slower",
-    )
-    group.add_argument(
-        "--val-fraction",
-        type=float,
-        default=defaults.val_fraction,
-        help="hold out this share of the training queries; nDCG@10 on them (ranking their positives and "
-        "mined negatives) is tracked from step 0 (the untouched model) on and drawn in training_loss.png, "
-        "with a warning if the run ends below step 0: tune on this, never on the test split",
-    )
-    group.add_argument(
-        "--eval-steps",
-        type=int,
-        default=defaults.eval_steps,
-        help="with --val-fraction: evaluate every N optimizer steps (0: as often as --eval-budget allows)",
-    )
-    group.add_argument(
-        "--eval-budget",
-        type=float,
-        default=defaults.eval_budget,
-        help="with --val-fraction and --eval-steps 0: keep validation under this share of the training time",
-    )
-    group.add_argument(
-        "--no-guard",
-        dest="guard",
-        action="store_false",
-        help="with --val-fraction: save the last state, not the best one seen (by default the best, and "
-        "the untouched model when nothing beats it)",
-    )
-    group.add_argument(
-        "--merge",
-        default=defaults.merge,
-        help="weight-space merge of the start and the tuned model, (1 - a) * start + a * tuned: auto (a "
-        "chosen on the validation split among 0.25, 0.5, 0.75, the tuned and the start), none, or a",
-    )
-    group.add_argument(
-        "--patience",
-        type=int,
-        default=defaults.patience,
-        help="with --val-fraction: stop after this many evaluations without a new best (0: never)",
-    )
+    add_options(group, TrainConfig, ("training",))
 
 
 def train_config(args: argparse.Namespace):
-    from clpft.options import TrainConfig
+    """The TrainConfig the parsed options ask for: every option it declares, by its field name."""
+    from clpft.options import TrainConfig, cli_fields
 
-    return TrainConfig(
-        loss=args.loss,
-        moe=args.moe,
-        num_experts=args.num_experts,
-        experts_per_token=args.experts_per_token,
-        train_only=args.train_only,
-        preset=args.preset,
-        learning_rate=args.lr,
-        moe_learning_rate=args.moe_lr,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        num_negatives=args.num_negatives,
-        query_max_tokens=args.query_max_tokens,
-        passage_max_tokens=args.passage_max_tokens,
-        penalty_weight=args.penalty_weight,
-        temperature=args.temperature,
-        warmup_ratio=args.warmup_ratio,
-        max_queries_per_negative=args.max_queries_per_negative,
-        seed=args.seed,
-        max_steps=args.max_steps,
-        save_steps=args.save_steps,
-        resume=args.resume,
-        gradcache_mini_batch=args.gradcache_mini_batch,
-        precision=args.precision,
-        gradient_checkpointing=args.gradient_checkpointing,
-        val_fraction=args.val_fraction,
-        eval_steps=args.eval_steps,
-        eval_budget=args.eval_budget,
-        guard=args.guard,
-        merge=args.merge,
-        patience=args.patience,
-    )
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in cli_fields(TrainConfig) if hasattr(args, f.name)})
 
 
 def build_parser() -> argparse.ArgumentParser:
     from clpft import __version__
-    from clpft.options import TrainConfig
+    from clpft.options import MiningOptions, TrainConfig
 
     defaults = TrainConfig()
     formatter = _HelpFormatter
@@ -384,9 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     mine.add_argument("--split", default="train", help="qrels split with the training queries")
     mine.add_argument("--out", required=True, help="training-set file to write (train.jsonl)")
     _add_model(mine)
-    _add_mining(mine, defaults)
+    _add_mining(mine)
     _add_generation(mine)
-    _add_common(mine, defaults)
+    _add_common(mine)
 
     train = commands.add_parser(
         "train",
@@ -403,17 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --val-fraction: the held-out queries rank this whole corpus (corpus.jsonl or a BEIR "
         "folder), as the test does, instead of the pool of their positives and mined negatives",
     )
-    train.add_argument(
-        "--max-train-queries",
-        type=int,
-        default=None,
-        help="use a seeded sample of this many training queries (quick runs)",
-    )
-    train.add_argument(
-        "--num-negatives", type=int, default=defaults.num_negatives, help="negatives per query used in training"
-    )
-    _add_training(train, defaults)
-    _add_common(train, defaults)
+    sampling = train.add_argument_group("training rows")
+    add_options(sampling, MiningOptions, ("sampling",))
+    add_options(sampling, TrainConfig, ("negatives",))
+    _add_training(train)
+    _add_common(train)
 
     evaluate = commands.add_parser(
         "eval",
@@ -437,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(evaluate)
     evaluate.add_argument("--out", default=None, help="metrics JSON file to write (mean and per-query values)")
     evaluate.add_argument("--top-k", type=int, default=100, help="documents retrieved per query")
-    _add_common(evaluate, defaults)
+    _add_common(evaluate)
 
     run = commands.add_parser(
         "run",
@@ -452,10 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--train-split", default="train", help="qrels split to mine and train on")
     run.add_argument("--eval-split", default="test", help="qrels split to evaluate on")
     run.add_argument("--top-k", type=int, default=100, help="documents retrieved per query")
-    _add_mining(run, defaults)
+    _add_mining(run)
     _add_generation(run)
-    _add_training(run, defaults)
-    _add_common(run, defaults)
+    _add_training(run)
+    _add_common(run)
 
     synth = commands.add_parser(
         "synth",
@@ -477,7 +295,6 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--quiet", action="store_true", help="warnings and results only")
 
     from clpft.ladder import ROWS
-    from clpft.presets import PRESETS
 
     ablation = commands.add_parser(
         "ablation",
@@ -496,13 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     ablation.add_argument("--train-split", default="train", help="qrels split to mine and train on")
     ablation.add_argument("--eval-split", default="test", help="qrels split to evaluate on")
     budget = ablation.add_argument_group("budget, the same for every row (unset: each subcommand's default)")
-    for flag, kind, where, text in ABLATION_PASSTHROUGH:
+    for flag, kind, where, text, choices in ablation_passthrough():
         budget.add_argument(
-            flag,
-            type=kind,
-            default=None,
-            help=f"{text} (passed to clpft {'/'.join(where)})",
-            choices=tuple(PRESETS) if flag == "--preset" else None,
+            flag, type=kind, default=None, choices=choices, help=f"{text} (passed to clpft {'/'.join(where)})"
         )
     ablation.add_argument("--quiet", action="store_true", help="no progress output, the report only")
     for sub in commands.choices.values():
@@ -512,29 +325,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Options `clpft ablation` passes on unchanged: (flag, type, subcommands, help).
-ABLATION_PASSTHROUGH = [
-    ("--max-train-queries", int, ("mine",), "seeded sample of training queries"),
-    ("--num-negatives", int, ("mine", "train"), "negatives per query"),
-    ("--rank-from", int, ("mine",), "first rank of negatives"),
-    ("--rank-to", int, ("mine",), "ranks searched for negatives"),
-    ("--max-score-ratio", float, ("mine",), "false-negative control"),
-    ("--neg-queries", str, ("mine",), "where negatives' queries come from"),
-    ("--queries-per-negative", int, ("mine",), "queries wanted per negative"),
-    ("--llm-base-url", str, ("mine",), "OpenAI-compatible endpoint"),
-    ("--llm-model", str, ("mine",), "LLM model name"),
-    ("--max-llm-calls", int, ("mine",), "cap on LLM calls"),
-    ("--doc2query-model", str, ("mine",), "doc2query model folder"),
-    ("--preset", str, ("train",), "training defaults: clpft or paper"),
-    ("--epochs", float, ("train",), "training epochs"),
-    ("--max-steps", int, ("train",), "optimizer steps cap"),
-    ("--lr", float, ("train",), "learning rate"),
-    ("--batch-size", int, ("train",), "queries per batch"),
-    ("--grad-accum", int, ("train",), "gradient accumulation"),
-    ("--warmup-ratio", float, ("train",), "warm-up share"),
-    ("--temperature", float, ("train",), "tau"),
-    ("--penalty-weight", float, ("train",), "CLP's lambda"),
-    ("--query-max-tokens", int, ("mine", "train", "eval"), "query length limit"),
-    ("--passage-max-tokens", int, ("mine", "train", "eval"), "passage length limit"),
-    ("--encode-batch-size", int, ("mine", "train", "eval"), "encoding batch size"),
+# The negatives' own-query generator options `clpft ablation` passes to `clpft mine` (declared by hand in
+# _add_generation: they configure clpft.ownqueries, not a dataclass of options).
+_GENERATION_PASSTHROUGH = [
+    ("--neg-queries", str, ("mine",), "where negatives' queries come from", None),
+    ("--queries-per-negative", int, ("mine",), "queries wanted per negative", None),
+    ("--llm-base-url", str, ("mine",), "OpenAI-compatible endpoint", None),
+    ("--llm-model", str, ("mine",), "LLM model name", None),
+    ("--max-llm-calls", int, ("mine",), "cap on LLM calls", None),
+    ("--doc2query-model", str, ("mine",), "doc2query model folder", None),
 ]
+
+
+def ablation_passthrough() -> list[tuple]:
+    """Options `clpft ablation` passes on unchanged, as (flag, type, subcommands, help, choices): every
+    declared mining, training and encoding option (clpft.options.option) except the booleans, the seed
+    (the ablation has its own seeds) and what a ladder row sets itself (``ablation=False``)."""
+    from clpft.options import MiningOptions, TrainConfig, choices_of, cli_fields
+
+    def entries(cls, groups, where):
+        for f in cli_fields(cls, groups):
+            if f.type is bool or f.name == "seed" or f.metadata.get("ablation") is False:
+                continue
+            choices = f.metadata.get("choices") or choices_of(f.type)
+            kind = str if choices else next((t for t in (int, float) if f.type in (t, t | None)), str)
+            yield (f.metadata["flag"] or "--" + f.name.replace("_", "-"), kind, where, f.metadata["help"], choices)
+
+    return [
+        *entries(MiningOptions, ("mining", "sampling"), ("mine",)),
+        *entries(TrainConfig, ("negatives",), ("mine", "train")),
+        *_GENERATION_PASSTHROUGH,
+        *entries(TrainConfig, ("training",), ("train",)),
+        *entries(TrainConfig, ("common",), ("mine", "train", "eval")),
+        *entries(MiningOptions, ("common",), ("mine", "train", "eval")),
+    ]

@@ -1,7 +1,9 @@
 """``clpft run``: mine -> train -> evaluate, leaving each stage's output in one run folder.
 
-RUN_DIR/train.jsonl (the mined training set), RUN_DIR/model/ (the fine-tuned model) and
-RUN_DIR/metrics.json (base vs fine-tuned on the evaluation split, with per-query values).
+RUN_DIR/train.jsonl (the mined training set, with train.jsonl.stats.json), RUN_DIR/model/ (the fine-tuned
+model, with training.json and training_loss.png) and RUN_DIR/metrics.json (base vs fine-tuned on the
+evaluation split, with per-query values). The stages are clpft.stages' (the ones `clpft mine|train|eval`
+run); this module composes them, reuses the base model's corpus encoding for mining and resumes.
 """
 
 from __future__ import annotations
@@ -9,31 +11,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
-import resource
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import clpft
+from clpft import stages
 from clpft.checkpoints import remove_all
-from clpft.data import load_dataset, read_train_jsonl, write_train_jsonl
+from clpft.data import load_dataset
 from clpft.data.download import resolve_data
 from clpft.errors import ClpftError
-from clpft.evaluation import LABELS, METRICS, encode_corpus, evaluate_model
+from clpft.evaluation import LABELS, METRICS, encode_corpus
 from clpft.faults import kill_point
 from clpft.files import remove_stale_temporaries, write_json
 from clpft.manifest import build_manifest
-from clpft.mining import MiningStats, mine_negatives
 from clpft.model_card import add_to_model_card, card_section
-from clpft.models import load_model, save_model
-from clpft.negqueries.chain import GeneratorSettings
-from clpft.plots import plot_loss
-from clpft.training import TrainConfig, TrainResult, resume_checkpoint, train_model
-
-
-def peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+from clpft.models import load_model
+from clpft.options import MiningOptions
+from clpft.runtime import peak_rss_mb
+from clpft.training import TrainConfig, TrainResult, resume_checkpoint
 
 
 def format_table(columns: dict[str, dict[str, float]]) -> str:
@@ -57,28 +54,18 @@ class RunOptions:
     trust_remote_code: bool = False
     train_split: str = "train"
     eval_split: str = "test"
-    strategy: str = "ance"
-    num_negatives: int = 4
-    rank_from: int = 0
-    rank_to: int = 50
-    max_score_ratio: float | None = None
-    max_train_queries: int | None = None
     top_k: int = 100
-    encode_batch_size: int = 64
     overwrite: bool = False
     resume: bool = False
     quiet: bool = False
+    mining: MiningOptions = dataclasses.field(default_factory=MiningOptions)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    neg_queries: GeneratorSettings | None = None
 
 
 def run(options: RunOptions) -> dict[str, Any]:
     """The whole method on one dataset; returns what it writes to RUN_DIR/metrics.json."""
     out = Path(options.out)
-    if out.exists() and any(out.iterdir()) and not (options.overwrite or options.resume):
-        raise ClpftError(
-            f"{out} already exists and is not empty (pass --resume to continue it, --overwrite to replace it)"
-        )
+    stages.check_output(out, overwrite=options.overwrite, resume=options.resume)
     identity = _identity(options)
     if options.resume and (out / "run.json").is_file():
         before = json.loads((out / "run.json").read_text(encoding="utf-8"))
@@ -96,7 +83,7 @@ def run(options: RunOptions) -> dict[str, Any]:
             "base_metrics.json",
             "train.jsonl",
             "train.jsonl.stats.json",
-            "checkpoints",
+            "model.checkpoints",
         ):
             path = out / stale
             if path.is_dir():
@@ -115,8 +102,11 @@ def run(options: RunOptions) -> dict[str, Any]:
     train_data = load_dataset(options.data, options.train_split)
     eval_data = load_dataset(options.data, options.eval_split)
     model = load_model(options.model, trust_remote_code=options.trust_remote_code)
-    max_q = min(cfg.query_max_tokens, model.max_seq_length or cfg.query_max_tokens)
-    max_p = min(cfg.passage_max_tokens, model.max_seq_length or cfg.passage_max_tokens)
+    max_q, max_p = stages.token_limits(model, cfg.query_max_tokens, cfg.passage_max_tokens)
+    mining = dataclasses.replace(
+        options.mining, seed=cfg.seed, query_max_tokens=max_q, passage_max_tokens=max_p
+    )  # one seed and one set of length limits for every stage
+    batch = mining.encode_batch_size
     print(
         f"model: {options.model or clpft.models.DEFAULT_MODEL_NAME}; query/passage max tokens {max_q}/{max_p}",
         flush=True,
@@ -136,26 +126,33 @@ def run(options: RunOptions) -> dict[str, Any]:
     encode_seconds = 0.0
     if resumed:
         base = json.loads(base_file.read_text(encoding="utf-8"))
-        stats = MiningStats(**json.loads(stats_file.read_text(encoding="utf-8")))
-        examples = read_train_jsonl(train_file)
+        examples, stats = stages.read_mined(train_file)
         print(f"resuming {out}: base metrics and {len(examples)} mined queries read back", flush=True)
     else:
         # The base model's corpus embeddings serve both mining and the "before" evaluation.
         t = time.perf_counter()
-        corpus_emb = encode_corpus(model, eval_data, max_p, options.encode_batch_size, show)
+        with stages.exact_precision():  # the base model's test evaluation reads it
+            corpus_emb = encode_corpus(model, eval_data, max_p, batch, show)
         encode_seconds = time.perf_counter() - t
-        base = evaluate_model(
-            model, eval_data, options.top_k, max_q, max_p, options.encode_batch_size, corpus_emb, show
+        base = stages.evaluate(
+            model,
+            eval_data,
+            top_k=options.top_k,
+            query_max_tokens=max_q,
+            passage_max_tokens=max_p,
+            encode_batch_size=batch,
+            corpus_embeddings=corpus_emb,
+            show_progress=show,
+            out=base_file,
         )
-        write_json(base_file, base)
     print(f"base model on {options.eval_split}: nDCG@10 {base['metrics']['ndcg@10']:.4f}", flush=True)
     if not resumed:
-        examples, stats = _mine(options, model, train_data, corpus_emb, max_q, max_p, show)
-        write_train_jsonl(train_file, examples)
-        write_json(stats_file, dataclasses.asdict(stats))
+        examples, stats = stages.mine(
+            model, train_data, mining, train_file, corpus_embeddings=corpus_emb, show_progress=show
+        )
     print(stats.summary(), flush=True)
 
-    checkpoints = out / "checkpoints"
+    checkpoints = stages.checkpoints_of(out / "model")
     # resume_checkpoint names (and removes) checkpoints a crash left half-written.
     has_checkpoint = options.resume and checkpoints.is_dir() and resume_checkpoint(checkpoints) is not None
     cfg = dataclasses.replace(cfg, checkpoint_dir=str(checkpoints), resume=options.resume and has_checkpoint)
@@ -168,17 +165,27 @@ def run(options: RunOptions) -> dict[str, Any]:
     else:
         # With a validation split, its queries rank the whole training corpus, as the test will.
         val_corpus = {d: doc.full_text for d, doc in train_data.corpus.items()} if cfg.val_fraction else None
-        result = train_model(model, examples, cfg, show_progress=show, val_corpus=val_corpus)
-        save_model(
+        result = stages.train(
             model,
+            examples,
+            cfg,
             out / "model",
+            base_model=options.model or clpft.models.DEFAULT_MODEL_NAME,
+            source=str(options.data),
+            val_corpus=val_corpus,
             overwrite=True,
-            extras=lambda folder: write_json(
-                folder / "training.json", {**result.to_json(), "config": dataclasses.asdict(cfg)}
-            ),
+            show_progress=show,
         )
     remove_all(checkpoints)  # the finished model replaces them
-    tuned = evaluate_model(model, eval_data, options.top_k, max_q, max_p, options.encode_batch_size, None, show)
+    tuned = stages.evaluate(
+        model,
+        eval_data,
+        top_k=options.top_k,
+        query_max_tokens=max_q,
+        passage_max_tokens=max_p,
+        encode_batch_size=batch,
+        show_progress=show,
+    )
     kill_point("run.evaluated")
     return _report(options, cfg, out, base, tuned, stats, result, started, encode_seconds)
 
@@ -188,33 +195,13 @@ def _identity(options: RunOptions) -> dict[str, Any]:
     flat = {
         k: v
         for k, v in dataclasses.asdict(options).items()
-        if k not in ("out", "overwrite", "resume", "quiet", "train")
+        if k not in ("out", "overwrite", "resume", "quiet", "train", "mining")
     }
+    flat |= {f"mining.{k}": v for k, v in dataclasses.asdict(options.mining).items()}
     flat |= {
         f"train.{k}": v for k, v in dataclasses.asdict(options.train).items() if k not in ("checkpoint_dir", "resume")
     }
     return json.loads(json.dumps(flat, default=str))
-
-
-def _mine(options: RunOptions, model, train_data, corpus_emb, max_q: int, max_p: int, show: bool):
-    cfg = options.train
-    return mine_negatives(
-        model,
-        train_data,
-        num_negatives=options.num_negatives,
-        rank_from=options.rank_from,
-        rank_to=options.rank_to,
-        max_score_ratio=options.max_score_ratio,
-        strategy=options.strategy,
-        max_train_queries=options.max_train_queries,
-        seed=cfg.seed,
-        query_max_tokens=max_q,
-        passage_max_tokens=max_p,
-        batch_size=options.encode_batch_size,
-        show_progress=show,
-        corpus_embeddings=corpus_emb if options.strategy == "ance" else None,
-        neg_queries=options.neg_queries,
-    )
 
 
 def _report(
@@ -225,8 +212,11 @@ def _report(
         "data": str(options.data),
         "model": options.model or clpft.models.DEFAULT_MODEL_NAME,
         "eval_split": options.eval_split,
-        "options": {k: v for k, v in dataclasses.asdict(options).items() if k not in ("train", "neg_queries")},
-        "neg_queries": dataclasses.asdict(options.neg_queries) if options.neg_queries else None,
+        "options": {
+            **{k: v for k, v in dataclasses.asdict(options).items() if k not in ("train", "mining")},
+            **{k: v for k, v in dataclasses.asdict(options.mining).items() if k != "query_sources"},
+        },
+        "neg_queries": dataclasses.asdict(sources) if (sources := options.mining.query_sources) else None,
         "train_config": dataclasses.asdict(cfg),
         "base": base,
         "finetuned": tuned,
@@ -252,7 +242,6 @@ def _report(
             options.eval_split,
         ),
     )
-    plot_loss(result.loss_history, out / "training_loss.png", result.val_history)
     root = resolve_data(options.data)
     data_files = [root / name for name in ("corpus.jsonl", "queries.jsonl")]
     data_files += [root / "qrels" / f"{split}.tsv" for split in (options.train_split, options.eval_split)]

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import math
 import os
-import random
 import re
 import tempfile
 import time
@@ -25,142 +23,23 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from clpft.checkpoints import last_complete_checkpoint, mark_complete, remove_checkpoint, rotate
+from clpft.collator import CLPDataCollator, build_dataset
 from clpft.data.batching import NoFalseNegativesBatchSampler
 from clpft.data.trainset import TrainExample
 from clpft.errors import ClpftError
 from clpft.faults import kill_point
 from clpft.guard import Guard
 from clpft.losses import CachedCLPLoss, CLPLoss, InfoNCELoss
-from clpft.modeling_clpft_moe import MoELinear, encoder_layers
-from clpft.moe import hf_model_of, moe_settings, upcycle
-from clpft.options import TrainConfig
+from clpft.modeling_clpft_moe import MoELinear
+from clpft.options import PRECISIONS, TrainConfig
+from clpft.precision import autocast
+from clpft.precision import resolve as resolve_precision
+from clpft.preparation import prepare_model
+from clpft.validation import ValidationRanking, count_own_queries, split_validation
 
 logger = logging.getLogger(__name__)
 
-NEG_QUERIES = "neg_queries"
 KEEP_CHECKPOINTS = 2  # complete checkpoints kept while training (older ones are removed)
-
-
-def build_dataset(examples: list[TrainExample], num_negatives: int = 4):
-    """A ``datasets.Dataset`` with one row per training query: columns query, positives (all of the
-    query's positives; the collator draws one per row and epoch, as FlagEmbedding does, so a query
-    counts once per epoch as in the paper), negative_1..negative_k and neg_queries (one list of
-    queries per negative).
-
-    Rows need exactly k negatives (the loss stacks them); examples with fewer are skipped and
-    counted, extra negatives beyond k are not used."""
-    from datasets import Dataset
-
-    columns: dict[str, list] = {"query": [], "positives": []}
-    for j in range(num_negatives):
-        columns[f"negative_{j + 1}"] = []
-    columns[NEG_QUERIES] = []
-    skipped = 0
-    for example in examples:
-        if len(example.neg) < num_negatives:
-            skipped += 1
-            continue
-        columns["query"].append(example.query)
-        columns["positives"].append(list(example.pos))
-        for j in range(num_negatives):
-            columns[f"negative_{j + 1}"].append(example.neg[j])
-        columns[NEG_QUERIES].append([list(qs) for qs in example.neg_q[:num_negatives]])
-    if skipped:
-        logger.warning("skipped %d training queries with fewer than %d negatives", skipped, num_negatives)
-    if not columns["query"]:
-        raise ClpftError(f"no training example has {num_negatives} negatives (lower --num-negatives)")
-    return Dataset.from_dict(columns), skipped
-
-
-@dataclass
-class CLPDataCollator:
-    """Tokenises a batch of rows from ``build_dataset`` for CLPLoss.
-
-    The negatives' queries of the whole batch are de-duplicated and tokenised as one extra column;
-    the label tensor (B, k, M) says which of those rows belong to each negative (-1 = none)."""
-
-    preprocess_fn: Any
-    query_max_tokens: int | None = None
-    passage_max_tokens: int | None = None
-    query_prompt: str | None = None
-    passage_prompt: str | None = None
-    with_negative_queries: bool = True
-    max_queries_per_negative: int = 8
-    seed: int = 42
-    valid_label_columns: list[str] = field(default_factory=list)  # read by the trainer
-
-    epoch: int = 0  # set by EpochCallback, so a resumed run draws the same positives
-
-    def choose_positive(self, query: str, positives: list[str]) -> str:
-        """One positive per query and epoch, a pure function of (seed, epoch, query): reproducible
-        and unchanged by a resume, unlike a running random generator."""
-        if len(positives) == 1:
-            return positives[0]
-        return random.Random(f"{self.seed}:{self.epoch}:{query}").choice(positives)
-
-    @classmethod
-    def for_model(
-        cls,
-        model: SentenceTransformer,
-        query_max_tokens: int | None = 128,
-        passage_max_tokens: int | None = 512,
-        with_negative_queries: bool = True,
-        max_queries_per_negative: int = 8,
-        seed: int = 42,
-    ) -> CLPDataCollator:
-        limit = model.max_seq_length
-        prompts = getattr(model, "prompts", None) or {}
-        return cls(
-            preprocess_fn=model.preprocess,
-            query_max_tokens=min(query_max_tokens, limit) if limit and query_max_tokens else query_max_tokens or limit,
-            passage_max_tokens=min(passage_max_tokens, limit)
-            if limit and passage_max_tokens
-            else passage_max_tokens or limit,
-            query_prompt=prompts.get("query"),
-            passage_prompt=prompts.get("document") or prompts.get("passage"),
-            with_negative_queries=with_negative_queries,
-            max_queries_per_negative=max_queries_per_negative,
-            seed=seed,
-        )
-
-    def _tokenize(self, batch: dict, column: str, texts: list[str], prompt: str | None, limit: int | None) -> None:
-        kwargs = {"max_length": limit} if limit else {}
-        for key, value in self.preprocess_fn(texts, prompt=prompt, **kwargs).items():
-            batch[f"{column}_{key}"] = value
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        negative_columns = sorted(
-            (c for c in features[0] if c.startswith("negative_")), key=lambda c: int(c.split("_")[1])
-        )
-        batch: dict[str, Any] = {}
-        self._tokenize(batch, "query", [f["query"] for f in features], self.query_prompt, self.query_max_tokens)
-        positives = [
-            f["positive"] if "positive" in f else self.choose_positive(f["query"], f["positives"]) for f in features
-        ]
-        self._tokenize(batch, "positive", positives, self.passage_prompt, self.passage_max_tokens)
-        for column in negative_columns:
-            self._tokenize(batch, column, [f[column] for f in features], self.passage_prompt, self.passage_max_tokens)
-
-        rows: dict[str, int] = {}
-        slots: list[list[list[int]]] = []
-        for f in features:
-            per_negative = []
-            for queries in (f.get(NEG_QUERIES) or [[] for _ in negative_columns])[: len(negative_columns)]:
-                ids = []
-                if self.with_negative_queries:
-                    for text in queries[: self.max_queries_per_negative]:
-                        ids.append(rows.setdefault(text, len(rows)))
-                per_negative.append(ids)
-            slots.append(per_negative)
-        width = max([1] + [len(ids) for per in slots for ids in per])
-        labels = torch.full((len(features), len(negative_columns), width), -1, dtype=torch.long)
-        for i, per in enumerate(slots):
-            for j, ids in enumerate(per):
-                labels[i, j, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        if rows:
-            self._tokenize(batch, "negq", list(rows), self.query_prompt, self.query_max_tokens)
-        batch["label"] = labels
-        return batch
 
 
 class NonFiniteLoss(ClpftError):
@@ -235,32 +114,6 @@ def _trainer_class():
     return Trainer, EpochCallback, GuardCallback
 
 
-def set_trainable(model: SentenceTransformer, train_only: str) -> tuple[int, int]:
-    """Freeze everything except what ``train_only`` names: "all", "intermediate" (the FFN intermediate
-    dense layers, MoE or not) or "moe" (the MoE layers: experts and routers). Returns (trainable, total)."""
-    hf_model = hf_model_of(model)
-    if train_only not in ("all", "intermediate", "moe"):
-        raise ClpftError(f"--train-only must be all, intermediate or moe, got {train_only!r}")
-    if train_only == "all":
-        for p in model.parameters():
-            p.requires_grad_(True)
-    else:
-        for p in model.parameters():
-            p.requires_grad_(False)
-        if train_only == "moe":
-            modules = [m for m in hf_model.modules() if isinstance(m, MoELinear)]
-            if not modules:
-                raise ClpftError("--train-only moe needs an MoE model (--moe intermediate or output)")
-        else:
-            modules = [layer.intermediate.dense for layer in encoder_layers(hf_model)]
-        for module in modules:
-            for p in module.parameters():
-                p.requires_grad_(True)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return trainable, total
-
-
 @dataclass
 class TrainResult:
     trainable_parameters: int
@@ -278,95 +131,10 @@ class TrainResult:
     rows_per_epoch: list[int] = field(default_factory=list)  # training rows in them (a resumed run: since the resume)
     val_own_queries_removed: int = 0  # held-out query texts taken out of training rows' negatives' own queries
     guard: dict[str, Any] = field(default_factory=dict)  # what was saved and why (clpft.guard.GuardResult)
+    precision: str = "fp32"  # what --precision resolved to on this machine ("auto" -> "bf16" or "fp32")
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def split_validation(
-    examples: list[TrainExample], fraction: float, seed: int
-) -> tuple[list[TrainExample], list[TrainExample]]:
-    """A seeded share of the training *queries* held out for validation (all rows of a query go one way).
-
-    The held-out queries are also taken out of every training row's negatives' own queries: mined from
-    the training qrels, a held-out query is often a negative's own query, and training on it, beside the
-    document it is relevant to, would leak the validation split into training. The training rows are
-    copies; ``examples`` is not changed."""
-    if not 0.0 <= fraction < 1.0:
-        raise ClpftError(f"--val-fraction must be in [0, 1), got {fraction}")
-    if fraction == 0.0:
-        return examples, []
-    keys = sorted({e.query_id or e.query for e in examples})
-    random.Random(f"{seed}:validation").shuffle(keys)
-    held = set(keys[: max(1, round(fraction * len(keys)))])
-    if len(held) == len(keys):
-        raise ClpftError(f"--val-fraction {fraction} leaves no training queries ({len(keys)} in all)")
-    held_out = [e for e in examples if (e.query_id or e.query) in held]
-    held_texts = {e.query for e in held_out}
-    train = [_without_own_queries(e, held_texts) for e in examples if (e.query_id or e.query) not in held]
-    return train, held_out
-
-
-def _without_own_queries(example: TrainExample, texts: set[str]) -> TrainExample:
-    """A copy of ``example`` whose negatives' own queries hold none of ``texts``; a negative left with
-    none becomes one without a known query (source "none")."""
-    if not any(q in texts for queries in example.neg_q for q in queries):
-        return example
-    own = [[q for q in queries if q not in texts] for queries in example.neg_q]
-    sources = example.neg_q_source
-    if sources is not None:
-        sources = [source if queries else "none" for source, queries in zip(sources, own)]
-    return dataclasses.replace(example, neg_q=own, neg_q_source=sources)
-
-
-def count_own_queries(examples: list[TrainExample]) -> int:
-    return sum(len(queries) for e in examples for queries in e.neg_q)
-
-
-def validation_evaluator(
-    examples: list[TrainExample], model: SentenceTransformer, batch_size: int = 32, corpus: dict[str, str] | None = None
-):
-    """sentence-transformers' InformationRetrievalEvaluator over the validation queries.
-
-    Without ``corpus`` it ranks the pool of their positives and mined hard negatives: cheap enough to run
-    often, and sensitive to what the loss changes (hard negatives moving past positives), but blind to the
-    rest of the corpus rising. With ``corpus`` (document id -> text) it ranks the whole corpus, as the test
-    does: slower (the corpus is encoded at every evaluation)."""
-    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
-    from sentence_transformers.util import cos_sim
-
-    def doc_id(given: list[str] | None, k: int, text: str) -> str:
-        return given[k] if given and k < len(given) else "t:" + hashlib.sha1(text.encode()).hexdigest()[:16]
-
-    queries, pool, relevant = {}, {}, {}
-    for i, e in enumerate(examples):
-        qid = e.query_id or f"q{i}"
-        queries[qid] = e.query
-        if corpus is not None:
-            if not e.pos_ids or any(d not in corpus for d in e.pos_ids):
-                raise ClpftError(
-                    f"validation on the whole corpus: query {qid!r} has positives that are not in it "
-                    "(the training set needs pos_ids from this corpus)"
-                )
-        for k, text in enumerate(e.pos):
-            pool[doc_id(e.pos_ids, k, text)] = text
-            relevant.setdefault(qid, set()).add(doc_id(e.pos_ids, k, text))
-        for k, text in enumerate(e.neg):
-            pool.setdefault(doc_id(e.neg_ids, k, text), text)
-    return InformationRetrievalEvaluator(
-        queries,
-        corpus if corpus is not None else pool,
-        relevant,
-        name="val",
-        ndcg_at_k=[5, 10],
-        mrr_at_k=[10],
-        accuracy_at_k=[1],
-        precision_recall_at_k=[10],
-        map_at_k=[100],
-        batch_size=batch_size,
-        write_csv=False,
-        score_functions={"cosine": cos_sim},  # a fixed name, so the metric keys do not depend on the model
-    )
 
 
 def make_loss(model: SentenceTransformer, config: TrainConfig) -> torch.nn.Module:
@@ -401,27 +169,17 @@ def train_model(
 
     if config.moe not in ("none", "intermediate", "output"):
         raise ClpftError(f"--moe must be none, intermediate or output, got {config.moe!r}")
-    if config.precision not in ("fp32", "bf16", "fp16"):
-        raise ClpftError(f"--precision must be fp32, bf16 or fp16, got {config.precision!r}")
+    if config.precision not in PRECISIONS:
+        raise ClpftError(f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
     if config.precision == "fp16" and not torch.cuda.is_available():
         raise ClpftError("--precision fp16 needs a CUDA GPU (use bf16 on a CPU)")
-    if config.moe == "none" and config.train_only == "moe" and not moe_settings(model):
-        raise ClpftError("--train-only moe needs --moe intermediate or output (or use --train-only all/intermediate)")
     if config.moe_learning_rate is not None and (config.moe == "none" or config.train_only != "all"):
         raise ClpftError(
             "--moe-lr is the MoE layers' learning rate when every weight trains: it needs --moe intermediate "
             "or output and --train-only all (otherwise --lr is theirs)"
         )
     set_seed(config.seed)
-    existing = moe_settings(model)
-    if existing:
-        print(reuse_moe_message(existing, config), flush=True)
-    elif config.moe != "none":
-        try:
-            upcycle(model, where=config.moe, num_experts=config.num_experts, experts_per_token=config.experts_per_token)
-        except ValueError as error:
-            raise ClpftError(f"cannot upcycle this model to MoE: {error}") from error
-    trainable, total = set_trainable(model, config.train_only)
+    trainable, total = prepare_model(model, config)
     print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.1f}%)", flush=True)
 
     own_before = count_own_queries(examples)
@@ -432,7 +190,17 @@ def train_model(
             f"validation: {own_removed} held-out query texts removed from the training rows' negatives' own queries",
             flush=True,
         )
-    evaluator = validation_evaluator(val_examples, model, corpus=val_corpus) if val_examples else None
+    evaluator = (
+        ValidationRanking(
+            val_examples,
+            val_corpus,
+            query_max_tokens=config.query_max_tokens,
+            passage_max_tokens=config.passage_max_tokens,
+            seed=config.seed,
+        )
+        if val_examples
+        else None
+    )
     if val_examples:
         print(
             f"validation: {len(val_examples)} held-out training queries (--val-fraction {config.val_fraction})",
@@ -470,6 +238,7 @@ def train_model(
             print(f"no complete checkpoint in {config.checkpoint_dir}: training from the start", flush=True)
         else:
             print(f"resuming from {resume_from}", flush=True)
+    precision = resolve_precision(config.precision, model.device.type)
     with contextlib.ExitStack() as stack:
         scratch = config.checkpoint_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="clpft-trainer-"))
         args = SentenceTransformerTrainingArguments(
@@ -495,20 +264,28 @@ def train_model(
             remove_unused_columns=False,
             # In-batch negatives: no row's positive may be another row's positive or negative (clpft.data.batching).
             batch_sampler=NoFalseNegativesBatchSampler if config.batch_size > 1 else BatchSamplers.BATCH_SAMPLER,
-            bf16=config.precision == "bf16",
-            use_cpu=config.precision == "bf16" and not torch.cuda.is_available(),  # the trainer's way to allow CPU bf16
-            fp16=config.precision == "fp16",
+            bf16=precision == "bf16",
+            use_cpu=precision == "bf16" and not torch.cuda.is_available(),  # the trainer's way to allow CPU bf16
+            fp16=precision == "fp16",
             # non-reentrant checkpointing: gradients still reach the trained layers when the embeddings are frozen
             **_checkpointing_args(config.gradient_checkpointing),
         )
         trainer_class, epoch_callback, guard_callback = _trainer_class()
+        if not model.model_card_data.widget:
+            # sentence-transformers' trainer otherwise scans up to 1,000 rows, behind a progress bar nothing
+            # switches off, for the example its model card shows; the first row serves as well.
+            first = dataset[0]
+            model.model_card_data.widget = [
+                {"source_sentence": first["query"], "sentences": [first["positives"][0], first["negative_1"]]}
+            ]
         trainer = trainer_class(model=model, args=args, train_dataset=dataset, loss=loss, data_collator=collator)
         trainer.add_callback(epoch_callback(collator))
         # The guard (clpft.guard) scores the held-out queries at step 0 and on its time budget, and keeps the
         # best state.
         guard = Guard(
             model,
-            (lambda: _val_metrics(evaluator(model))) if evaluator is not None else None,
+            (lambda: evaluator(model)) if evaluator is not None else None,
+            precision=lambda: autocast(model.device.type, precision),
             budget_share=config.eval_budget,
             eval_steps=config.eval_steps,
             patience=config.patience,
@@ -522,6 +299,11 @@ def train_model(
         started = time.perf_counter()
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         seconds = time.perf_counter() - started
+        # accelerate wraps forward() in its autocast for mixed precision and leaves it there: unwrap it, so the
+        # model handed back computes in the precision its caller asks for (an fp32 evaluation stays fp32).
+        from accelerate.utils import extract_model_from_parallel
+
+        extract_model_from_parallel(model, keep_fp32_wrapper=False)
         history = [
             {
                 k: v
@@ -566,23 +348,8 @@ def train_model(
         rows_per_epoch=[trainer.rows_by_epoch[e] for e in epochs_run],
         val_own_queries_removed=own_removed,
         guard=dataclasses.asdict(chosen),
+        precision=precision,
     )
-
-
-def reuse_moe_message(existing: dict[str, Any], config: TrainConfig) -> str:
-    """The line that says a model already MoE is trained with its own experts; a ClpftError when the
-    options ask for other MoE settings (upcycling twice is not possible, and silently ignoring the
-    options would train another model than the one asked for)."""
-    own = (existing["where"], existing["num_experts"], existing["experts_per_token"])
-    described = f"--moe {own[0]} --num-experts {own[1]} --experts-per-token {own[2]}"
-    asked = (config.moe, config.num_experts, config.experts_per_token)
-    if config.moe != "none" and asked != own:
-        raise ClpftError(
-            f"the model is already MoE ({described}) but the options ask for --moe {asked[0]} --num-experts "
-            f"{asked[1]} --experts-per-token {asked[2]}: pass the model's own settings, --moe none to train it as it "
-            "is, or start from a dense model"
-        )
-    return f"the model is already MoE ({described}): its experts and routers are trained as they are"
 
 
 def resume_checkpoint(folder: str | Path) -> Path | None:
@@ -627,9 +394,3 @@ def _checkpointing_args(enabled: bool) -> dict[str, Any]:
     fields = SentenceTransformerTrainingArguments.__dataclass_fields__
     name = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
-
-
-def _val_metrics(entry: dict[str, float]) -> dict[str, float]:
-    # the evaluator's "val_cosine_ndcg@10" -> "ndcg@10"
-    prefix = "val_cosine_"
-    return {k[len(prefix) :]: round(float(v), 6) for k, v in entry.items() if k.startswith(prefix)}

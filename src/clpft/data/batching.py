@@ -46,7 +46,7 @@ def _text_key(text: str) -> int:
 class NoFalseNegativesBatchSampler(DefaultBatchSampler):
     """A batch sampler (pass the class as ``SentenceTransformerTrainingArguments(batch_sampler=...)``)
     over a dataset with a ``query`` column, a ``positives`` (list) or ``positive`` column and
-    ``negative_1..k`` columns, as ``clpft.training.build_dataset`` writes it."""
+    ``negative_1..k`` columns, as ``clpft.collator.build_dataset`` writes it."""
 
     def __init__(
         self, dataset, batch_size: int, drop_last: bool, valid_label_columns=None, generator=None, seed: int = 0

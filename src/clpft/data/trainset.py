@@ -5,9 +5,12 @@ clpft writes::
     {"query": str, "pos": [str], "neg": [str], "neg_q": [[str]],
      "query_id": str, "pos_ids": [str], "neg_ids": [str], "neg_q_source": [str]}
 
-``neg_q[j]`` holds the queries known to be relevant to ``neg[j]`` (possibly none). Files written by
-the paper's public code (``query``/``pos``/``neg``/``neg_q`` with ``neg_q`` a flat list holding one
-query per negative, ``""`` for none) load too, as do FlagEmbedding files without ``neg_q``.
+``neg_q[j]`` holds the negative's own queries: the queries known to be relevant to ``neg[j]`` (possibly
+none). Files written by the paper's public code (``query``/``pos``/``neg``/``neg_q`` with ``neg_q`` a flat
+list holding one query per negative, ``""`` for none) load too, as do FlagEmbedding files without ``neg_q``.
+
+In code the same things are ``TrainExample.own_queries`` and ``own_query_sources``: one name from the
+file to the loss (``FILE_KEYS`` maps them to the file's keys, which stay as they are: other tools read them).
 """
 
 from __future__ import annotations
@@ -27,14 +30,19 @@ class TrainExample:
     query: str
     pos: list[str]
     neg: list[str]
-    neg_q: list[list[str]]
+    own_queries: list[list[str]]
     query_id: str | None = None
     pos_ids: list[str] | None = None
     neg_ids: list[str] | None = None
-    neg_q_source: list[str] | None = field(default=None)
+    own_query_sources: list[str] | None = field(default=None)
 
     def to_json(self) -> dict[str, Any]:
-        return {key: value for key, value in asdict(self).items() if value is not None}
+        """The file's row (its keys, not the field names)."""
+        return {FILE_KEYS.get(key, key): value for key, value in asdict(self).items() if value is not None}
+
+
+# Fields whose key in train.jsonl differs from their name.
+FILE_KEYS = {"own_queries": "neg_q", "own_query_sources": "neg_q_source"}
 
 
 def _string_list(path: Path, number: int, obj: dict[str, Any], key: str, required: bool) -> list[str] | None:
@@ -50,7 +58,7 @@ def _string_list(path: Path, number: int, obj: dict[str, Any], key: str, require
     return value
 
 
-def _neg_queries(path: Path, number: int, obj: dict[str, Any], num_neg: int) -> list[list[str]]:
+def _own_queries(path: Path, number: int, obj: dict[str, Any], num_neg: int) -> list[list[str]]:
     value = obj.get("neg_q")
     if value is None:
         return [[] for _ in range(num_neg)]
@@ -90,11 +98,11 @@ def read_train_jsonl(path: str | Path) -> list[TrainExample]:
                 query=query,
                 pos=pos,
                 neg=neg,
-                neg_q=_neg_queries(path, number, obj, len(neg)),
+                own_queries=_own_queries(path, number, obj, len(neg)),
                 query_id=None if query_id is None else str(query_id),
                 pos_ids=ids["pos_ids"],
                 neg_ids=ids["neg_ids"],
-                neg_q_source=_string_list(path, number, obj, "neg_q_source", required=False),
+                own_query_sources=_string_list(path, number, obj, "neg_q_source", required=False),
             )
         )
     if not examples:

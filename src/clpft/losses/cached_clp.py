@@ -49,8 +49,8 @@ class CachedCLPLoss(CachedLossMixin, CLPLoss):
         self, reps: list[list[Tensor]], labels: Tensor | None = None, *, with_backward: bool = False
     ) -> Tensor:
         columns = [torch.cat(parts) for parts in reps]
-        neg_queries = columns[self._num_columns] if len(columns) > self._num_columns else None
-        loss = self.compute_loss_from_embeddings(columns[: self._num_columns], neg_queries, labels)
+        own_queries = columns[self._num_columns] if len(columns) > self._num_columns else None
+        loss = self.compute_loss_from_embeddings(columns[: self._num_columns], own_queries, labels)
         if with_backward:
             loss.backward()
             loss = loss.detach()

@@ -48,7 +48,7 @@ class CLPLoss(nn.Module):
         temperature: τ > 0 (the paper: 0.02, a scale of 50).
         gather_across_devices: under DDP, score against every process's candidates (see ``__init__``).
 
-    Inputs (what ``clpft.training.CLPDataCollator`` makes of train.jsonl rows):
+    Inputs (what ``clpft.collator.CLPDataCollator`` makes of train.jsonl rows):
 
         +--------------------------------------------+------------------------------------------------+
         | Texts (columns, in order)                  | Labels                                         |
@@ -65,7 +65,7 @@ class CLPLoss(nn.Module):
 
         import clpft
         from clpft.losses import CLPLoss
-        from clpft.training import CLPDataCollator, build_dataset
+        from clpft.collator import CLPDataCollator, build_dataset
         from sentence_transformers import SentenceTransformerTrainer
 
         model = clpft.load_model()
@@ -118,19 +118,19 @@ class CLPLoss(nn.Module):
         num_negatives = labels.shape[1] if labels is not None and labels.dim() == 3 else len(features) - 2
         columns = features[: 2 + num_negatives]
         embeddings = embed_columns(self.model, columns)
-        neg_query_embeddings = None
+        own_query_embeddings = None
         if len(features) > 2 + num_negatives and self.uses_negative_queries:
-            neg_query_embeddings = self.model(features[2 + num_negatives])["sentence_embedding"]
-        return self.compute_loss_from_embeddings(embeddings, neg_query_embeddings, labels)
+            own_query_embeddings = self.model(features[2 + num_negatives])["sentence_embedding"]
+        return self.compute_loss_from_embeddings(embeddings, own_query_embeddings, labels)
 
     def compute_loss_from_embeddings(
-        self, embeddings: list[Tensor], neg_query_embeddings: Tensor | None, labels: Tensor | None
+        self, embeddings: list[Tensor], own_query_embeddings: Tensor | None, labels: Tensor | None
     ) -> Tensor:
         """``embeddings`` = [queries (B, d), positives (B, d), negatives_1 (B, d), ..., negatives_k (B, d)]."""
         contrastive = self.infonce(embeddings)
         if not self.uses_negative_queries:
             return contrastive
-        penalty = self.penalty(embeddings[2:], neg_query_embeddings, labels)
+        penalty = self.penalty(embeddings[2:], own_query_embeddings, labels)
         self.last_terms = {"infonce": contrastive.detach(), "penalty": penalty.detach()}
         return (1.0 - self.penalty_weight) * contrastive + self.penalty_weight * penalty
 
@@ -156,15 +156,15 @@ class CLPLoss(nn.Module):
         scores = queries @ candidates.T / self.temperature
         return F.cross_entropy(scores, target)
 
-    def penalty(self, negatives: list[Tensor], neg_query_embeddings: Tensor | None, labels: Tensor | None) -> Tensor:
+    def penalty(self, negatives: list[Tensor], own_query_embeddings: Tensor | None, labels: Tensor | None) -> Tensor:
         """1 - mean cosine between each negative and its own queries (averaged per negative first)."""
-        reference = negatives[0] if negatives else neg_query_embeddings
+        reference = negatives[0] if negatives else own_query_embeddings
         zero = reference.sum() * 0.0  # keeps the graph (and device, dtype) without contributing
-        if neg_query_embeddings is None or labels is None or not negatives or not (labels >= 0).any():
+        if own_query_embeddings is None or labels is None or not negatives or not (labels >= 0).any():
             total_cos, count = zero, zero.detach()
         else:
             negs = F.normalize(torch.stack(negatives, dim=1), dim=-1)  # (B, k, d)
-            own_queries = F.normalize(neg_query_embeddings, dim=-1)  # (Q, d)
+            own_queries = F.normalize(own_query_embeddings, dim=-1)  # (Q, d)
             valid = labels >= 0  # (B, k, M)
             gathered = own_queries[labels.clamp(min=0)]  # (B, k, M, d)
             cosines = (gathered * negs.unsqueeze(2)).sum(-1) * valid  # (B, k, M)

@@ -10,6 +10,7 @@ from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 
 from clpft.faults import kill_point
+from clpft.precision import autocast
 
 
 @contextlib.contextmanager
@@ -60,7 +61,8 @@ def encode_texts(
     capped at ``batch_size`` texts per batch, rather than by a fixed count: on a CPU, small batches of long
     passages keep the attention buffers in cache (benchmarks/speed.py: ~1.25x SentenceTransformer.encode
     on 2 cores, same embeddings), and short queries still go many at a time. ``token_budget`` None: 1024
-    tokens on a CPU; on an accelerator ``batch_size`` full-length texts (large batches pay off there)."""
+    tokens on a CPU; on an accelerator ``batch_size`` full-length texts (large batches pay off there).
+    The precision is the enclosing ``clpft.precision.use`` block's (``auto`` when none)."""
     if kind not in ("query", "document"):
         raise ValueError(f"kind must be 'query' or 'document', got {kind!r}")
     # sentence-transformers 6 renamed the method; the old name still works there, with a warning.
@@ -69,7 +71,8 @@ def encode_texts(
         return np.zeros((0, dim), dtype=np.float32)
     encode = model.encode_query if kind == "query" else model.encode_document
     texts = list(texts)
-    with max_length(model, max_tokens):
+    # bf16 autocast where the hardware has it (clpft.precision): about 2x on such CPUs, same rankings.
+    with max_length(model, max_tokens), autocast(model.device.type):
         if model.tokenizer is None:
             batches = [list(range(i, min(i + batch_size, len(texts)))) for i in range(0, len(texts), batch_size)]
         else:

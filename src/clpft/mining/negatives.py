@@ -22,7 +22,7 @@ from clpft.errors import ClpftError
 from clpft.faults import kill_point
 from clpft.mining.encode import encode_texts
 from clpft.mining.search import exact_search
-from clpft.negqueries.chain import GeneratorSettings, fill_negative_queries
+from clpft.ownqueries.chain import QuerySources, fill_negative_queries
 
 logger = logging.getLogger(__name__)
 
@@ -100,15 +100,15 @@ def mine_negatives(
     batch_size: int = 64,
     show_progress: bool = False,
     corpus_embeddings: np.ndarray | None = None,
-    neg_queries: GeneratorSettings | None = None,
+    query_sources: QuerySources | None = None,
 ) -> tuple[list[TrainExample], MiningStats]:
     """Build one TrainExample per training query of ``dataset`` (which must be the *training* split:
     negatives' queries come from its qrels, so test queries never leak into training).
 
     ``corpus_embeddings`` (in ``dataset.corpus`` order) skips re-encoding a corpus already encoded
-    with the same model. ``neg_queries`` says where negatives' queries come from (default: the
+    with the same model. ``query_sources`` says where negatives' queries come from (default: the
     qrels only); generated ones are added after mining."""
-    settings = neg_queries or GeneratorSettings()
+    settings = query_sources or QuerySources()
     if strategy not in ("ance", "random"):
         raise ClpftError(f"unknown mining strategy {strategy!r} (use ance or random)")
     if num_negatives < 1:
@@ -177,23 +177,23 @@ def mine_negatives(
             negatives = chosen
         short += len(negatives) < num_negatives
         own = relevant_to if "qrels" in settings.backends else {}
-        neg_queries = [[dataset.queries[q] for q in own.get(d, []) if q != query_id] for d in negatives]
+        own_queries = [[dataset.queries[q] for q in own.get(d, []) if q != query_id] for d in negatives]
         examples.append(
             TrainExample(
                 query=dataset.queries[query_id],
                 pos=[dataset.corpus[d].full_text for d in positives],
                 neg=[dataset.corpus[d].full_text for d in negatives],
-                neg_q=neg_queries,
+                own_queries=own_queries,
                 query_id=query_id,
                 pos_ids=positives,
                 neg_ids=negatives,
-                neg_q_source=["qrels" if qs else "none" for qs in neg_queries],
+                own_query_sources=["qrels" if qs else "none" for qs in own_queries],
             )
         )
     summaries = fill_negative_queries(examples, dataset, settings)
     total = sum(len(e.neg) for e in examples)
-    with_queries = sum(1 for e in examples for qs in e.neg_q if qs)
-    sources = Counter(part for e in examples for source in (e.neg_q_source or []) for part in source.split("+"))
+    with_queries = sum(1 for e in examples for qs in e.own_queries if qs)
+    sources = Counter(part for e in examples for source in (e.own_query_sources or []) for part in source.split("+"))
     stats = MiningStats(
         strategy,
         len(examples),

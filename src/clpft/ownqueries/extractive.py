@@ -10,7 +10,7 @@ import re
 from collections import Counter
 
 from clpft.data.beir import Document
-from clpft.negqueries.base import GenerationSummary, QueryGenerator, clean_queries
+from clpft.ownqueries.base import GenerationSummary, QueryGenerator, clean_queries
 
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？।])\s+")
 _WORD = re.compile(r"\w+", re.UNICODE)

@@ -14,15 +14,15 @@ from pathlib import Path
 from clpft.data.beir import load_corpus
 from clpft.errors import ClpftError
 from clpft.files import atomic_dir
-from clpft.negqueries.base import GenerationSummary, normalise
-from clpft.negqueries.cache import QueryCache
-from clpft.negqueries.chain import GeneratorSettings, generate_cached, make_generator
+from clpft.ownqueries.base import GenerationSummary, normalise
+from clpft.ownqueries.cache import QueryCache
+from clpft.ownqueries.chain import QuerySources, generate_cached, make_generator
 
 
 def synthesize(
     data: str | Path,
     out: str | Path,
-    settings: GeneratorSettings,
+    settings: QuerySources,
     queries_per_doc: int = 3,
     max_docs: int | None = None,
     overwrite: bool = False,

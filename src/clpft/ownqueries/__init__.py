@@ -9,13 +9,13 @@ Backends share one interface (``QueryGenerator``) and one SQLite cache:
 - ``qrels`` and ``none`` are handled by the mining step itself.
 """
 
-from clpft.negqueries.base import GenerationSummary, QueryGenerator, parse_backends
-from clpft.negqueries.cache import QueryCache
-from clpft.negqueries.chain import GeneratorSettings, fill_negative_queries, make_generator
+from clpft.ownqueries.base import GenerationSummary, QueryGenerator, parse_backends
+from clpft.ownqueries.cache import QueryCache
+from clpft.ownqueries.chain import QuerySources, fill_negative_queries, make_generator
 
 __all__ = [
     "GenerationSummary",
-    "GeneratorSettings",
+    "QuerySources",
     "QueryCache",
     "QueryGenerator",
     "fill_negative_queries",

@@ -1,9 +1,13 @@
-"""Queries from any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, llama.cpp, Ollama, ...).
+"""Queries from any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, llama.cpp, Ollama, ...),
+through the ``openai`` client (``pip install clpft[llm]``).
 
-Robust by construction: bounded concurrency, a timeout per request, retries with exponential backoff
-and jitter on 429 / 5xx / timeouts / broken answers, a hard cap on the number of calls, and answers
-parsed whether they come as JSON, a numbered list or a list wrapped in chatter. The API key comes
-from the environment (CLPFT_API_KEY, else OPENAI_API_KEY) and is never logged or written.
+The client does the HTTP work: the request, its timeout, and retries with exponential backoff on 408 /
+409 / 429 / 5xx / timeouts / dropped connections, honouring Retry-After. clpft adds what the client
+does not know: bounded concurrency (a thread pool over one client), a hard cap on HTTP calls retries
+included (an httpx request hook counts every attempt and stops the next one past the cap), a retry of
+answers that arrive but cannot be read, and parsing of answers whether they come as JSON, a numbered list
+or a list wrapped in chatter. The API key comes from the environment (CLPFT_API_KEY, else
+OPENAI_API_KEY) and is never logged or written.
 """
 
 from __future__ import annotations
@@ -11,18 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import threading
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from clpft.data.beir import Document
 from clpft.errors import ClpftError
-from clpft.negqueries.base import GenerationSummary, QueryGenerator, clean_queries
+from clpft.ownqueries.base import GenerationSummary, QueryGenerator, clean_queries
 
 DEFAULT_PROMPT = """Write {n} short, realistic search queries that a person could type into a search engine \
 to find the document below. Write them in the document's own language. Each query must be answered \
@@ -31,8 +31,6 @@ Answer with a JSON list of strings and nothing else.
 
 Document:
 {document}"""
-
-RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 def api_key_from_env() -> str | None:
@@ -73,6 +71,14 @@ def parse_queries(text: str) -> list[str]:
     return queries
 
 
+def _openai():
+    try:
+        import openai
+    except ImportError:
+        raise ClpftError("the llm backend needs the openai package: pip install 'clpft[llm]'") from None
+    return openai
+
+
 class LLMGenerator(QueryGenerator):
     name = "llm"
 
@@ -85,7 +91,6 @@ class LLMGenerator(QueryGenerator):
         timeout: float = 60.0,
         max_retries: int = 4,
         max_calls: int | None = None,
-        backoff: float = 1.0,
         max_document_chars: int = 6000,
         api_key: str | None = None,
     ) -> None:
@@ -94,20 +99,31 @@ class LLMGenerator(QueryGenerator):
         template = prompt_template or DEFAULT_PROMPT
         if "{document}" not in template:
             raise ClpftError("the LLM prompt template must contain {document} (and may contain {n})")
-        self.url = base_url.rstrip("/") + (
-            "" if base_url.rstrip("/").endswith("/chat/completions") else "/chat/completions"
-        )
+        root = base_url.rstrip("/")
+        self.url = root if root.endswith("/chat/completions") else root + "/chat/completions"
         self.model = model
         self.template = template
         self.concurrency = max(1, concurrency)
-        self.timeout = timeout
         self.max_retries = max_retries
         self.max_calls = max_calls
-        self.backoff = backoff
         self.max_document_chars = max_document_chars
         self._key = api_key if api_key is not None else api_key_from_env()
         self._lock = threading.Lock()
         self._calls = 0
+        self._summary: GenerationSummary | None = None
+        openai = _openai()
+
+        class CallCapReached(openai.OpenAIError):
+            """Raised by the request hook past --max-llm-calls; the client passes OpenAIErrors on unretried."""
+
+        self._cap_reached = CallCapReached
+        self._client = openai.OpenAI(
+            base_url=root.removesuffix("/chat/completions"),
+            api_key=self._key or "none",  # local servers take any key; the client insists on one
+            timeout=timeout,
+            max_retries=max_retries,
+            http_client=openai.DefaultHttpxClient(event_hooks={"request": [self._count_call]}),
+        )
 
     @classmethod
     def from_prompt_file(cls, path: str | None, **kwargs) -> LLMGenerator:
@@ -122,69 +138,57 @@ class LLMGenerator(QueryGenerator):
     def identity(self) -> str:
         return f"llm|{self.model}|{hashlib.sha256(self.template.encode()).hexdigest()[:16]}"
 
-    def _take_call(self) -> bool:
+    def _count_call(self, request) -> None:
+        """The client's every HTTP attempt passes here first: count it, and refuse one past the cap."""
         with self._lock:
             if self.max_calls is not None and self._calls >= self.max_calls:
-                return False
+                raise self._cap_reached(f"stopped at --max-llm-calls {self.max_calls}")
             self._calls += 1
-            return True
-
-    def _request(self, document: str, n: int) -> tuple[list[str], dict]:
-        prompt = self.template.replace("{n}", str(n)).replace("{document}", document[: self.max_document_chars])
-        body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0.7})
-        headers = {"Content-Type": "application/json"}
-        if self._key:
-            headers["Authorization"] = f"Bearer {self._key}"
-        request = urllib.request.Request(self.url, data=body.encode(), headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            payload = json.loads(response.read().decode("utf-8"))
-        content = payload["choices"][0]["message"]["content"]
-        return parse_queries(content or ""), payload.get("usage") or {}
+            if self._summary is not None:
+                self._summary.calls += 1
+                self._summary.retries += request.headers.get("x-stainless-retry-count", "0") != "0"
 
     def _one(self, document: str, n: int, summary: GenerationSummary) -> list[str] | None:
-        for attempt in range(self.max_retries + 1):
-            if not self._take_call():
+        openai = _openai()
+        prompt = self.template.replace("{n}", str(n)).replace("{document}", document[: self.max_document_chars])
+        for attempt in range(self.max_retries + 1):  # the client retries HTTP failures; this, unreadable answers
+            if attempt:
                 with self._lock:
-                    if not any("max-llm-calls" in note for note in summary.notes):
-                        summary.notes.append(f"stopped at --max-llm-calls {self.max_calls}")
-                return None
-            retry_after = None
-            with self._lock:
-                summary.calls += 1
-                summary.retries += attempt > 0
+                    summary.retries += 1  # the hook counted the call as a first try
             try:
-                queries, usage = self._request(document, n)
-                with self._lock:
-                    summary.prompt_tokens += int(usage.get("prompt_tokens") or 0)
-                    summary.completion_tokens += int(usage.get("completion_tokens") or 0)
-                return queries
-            except urllib.error.HTTPError as error:
-                if error.code not in RETRYABLE_STATUS:
-                    self._note(summary, f"HTTP {error.code} from {self.url}")
-                    break
-                retry_after = error.headers.get("Retry-After") if error.headers else None
-                reason = f"HTTP {error.code}"
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
-                reason = f"{type(error).__name__}: {getattr(error, 'reason', error)}"
-            except (json.JSONDecodeError, KeyError, IndexError, TypeError, UnicodeDecodeError):
-                reason = "malformed answer"
-            if attempt == self.max_retries:
-                self._note(summary, f"{reason} after {attempt + 1} tries")
+                answer = self._client.chat.completions.create(
+                    model=self.model, messages=[{"role": "user", "content": prompt}], temperature=0.7
+                )
+                content = answer.choices[0].message.content
+                usage = answer.usage
+            except self._cap_reached as error:
+                self._note(summary, str(error))
                 break
-            delay = self.backoff * (2**attempt) * (0.5 + random.random())
-            if retry_after:
-                try:
-                    delay = max(delay, min(float(retry_after), 60.0))
-                except ValueError:
-                    pass
-            time.sleep(delay)
+            except openai.APIStatusError as error:
+                self._note(summary, f"HTTP {error.status_code} from {self.url} after the client's retries")
+                break
+            except openai.APIConnectionError as error:  # APITimeoutError included
+                self._note(summary, f"{type(error).__name__} from {self.url} after the client's retries")
+                break
+            except (json.JSONDecodeError, AttributeError, IndexError, KeyError, TypeError, ValueError):
+                if attempt == self.max_retries:
+                    self._note(summary, f"malformed answer after {attempt + 1} tries")
+                continue
+            if not isinstance(content, str):
+                if attempt == self.max_retries:
+                    self._note(summary, f"malformed answer after {attempt + 1} tries")
+                continue
+            with self._lock:
+                summary.prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
+                summary.completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
+            return parse_queries(content)
         with self._lock:
             summary.failures += 1
         return None
 
     def _note(self, summary: GenerationSummary, text: str) -> None:
         with self._lock:
-            if len(summary.notes) < 5:
+            if len(summary.notes) < 5 and redact(text, self._key) not in summary.notes:
                 summary.notes.append(redact(text, self._key))
 
     def generate(self, documents: list[Document], n: int, summary: GenerationSummary) -> list[list[str] | None]:
@@ -192,5 +196,9 @@ class LLMGenerator(QueryGenerator):
             raw = self._one(doc.full_text, n, summary)
             return None if raw is None else clean_queries(raw, doc.full_text, n)
 
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(work, documents))
+        self._summary = summary
+        try:
+            with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+                return list(pool.map(work, documents))
+        finally:
+            self._summary = None

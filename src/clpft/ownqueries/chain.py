@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 from clpft.data.beir import Dataset, Document
 from clpft.data.trainset import TrainExample
 from clpft.errors import ClpftError
-from clpft.negqueries.base import GenerationSummary, QueryGenerator
-from clpft.negqueries.cache import QueryCache
+from clpft.ownqueries.base import GenerationSummary, QueryGenerator
+from clpft.ownqueries.cache import QueryCache
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class GeneratorSettings:
+class QuerySources:
     backends: list[str] = field(default_factory=lambda: ["qrels"])
     queries_per_negative: int = 1
     cache_path: str | None = None
@@ -26,15 +26,14 @@ class GeneratorSettings:
     llm_concurrency: int = 4
     llm_timeout: float = 60.0
     llm_max_retries: int = 4
-    llm_backoff: float = 1.0
     max_llm_calls: int | None = None
     doc2query_model: str | None = None
     seed: int = 42
 
 
-def make_generator(name: str, settings: GeneratorSettings) -> QueryGenerator:
+def make_generator(name: str, settings: QuerySources) -> QueryGenerator:
     if name == "llm":
-        from clpft.negqueries.llm import LLMGenerator
+        from clpft.ownqueries.llm import LLMGenerator
 
         return LLMGenerator.from_prompt_file(
             settings.llm_prompt,
@@ -44,14 +43,13 @@ def make_generator(name: str, settings: GeneratorSettings) -> QueryGenerator:
             timeout=settings.llm_timeout,
             max_retries=settings.llm_max_retries,
             max_calls=settings.max_llm_calls,
-            backoff=settings.llm_backoff,
         )
     if name == "doc2query":
-        from clpft.negqueries.doc2query import Doc2QueryGenerator
+        from clpft.ownqueries.doc2query import Doc2QueryGenerator
 
         return Doc2QueryGenerator(settings.doc2query_model or "", seed=settings.seed)
     if name == "extractive":
-        from clpft.negqueries.extractive import ExtractiveGenerator
+        from clpft.ownqueries.extractive import ExtractiveGenerator
 
         return ExtractiveGenerator()
     raise ClpftError(f"no generator for backend {name!r}")
@@ -81,10 +79,10 @@ def generate_cached(
 
 
 def fill_negative_queries(
-    examples: list[TrainExample], dataset: Dataset, settings: GeneratorSettings
+    examples: list[TrainExample], dataset: Dataset, settings: QuerySources
 ) -> list[GenerationSummary]:
-    """Top up ``neg_q`` of every example in place with the non-qrels backends, recording provenance
-    in ``neg_q_source`` ("qrels", "llm", "qrels+extractive", ..., "none")."""
+    """Top up ``own_queries`` of every example in place with the non-qrels backends, recording provenance
+    in ``own_query_sources`` ("qrels", "llm", "qrels+extractive", ..., "none")."""
     wanted = settings.queries_per_negative
     generators = [b for b in settings.backends if b != "qrels"]
     summaries = []
@@ -93,7 +91,7 @@ def fill_negative_queries(
     cache = QueryCache(settings.cache_path)
     try:
         for backend in generators:
-            needy = sorted({d for e in examples for d, qs in zip(e.neg_ids or [], e.neg_q) if len(qs) < wanted})
+            needy = sorted({d for e in examples for d, qs in zip(e.neg_ids or [], e.own_queries) if len(qs) < wanted})
             if not needy:
                 break
             generator = make_generator(backend, settings)
@@ -102,14 +100,14 @@ def fill_negative_queries(
                 zip(needy, generate_cached(generator, [dataset.corpus[d] for d in needy], wanted, cache, summary))
             )
             for example in examples:
-                sources = example.neg_q_source or ["qrels" if qs else "none" for qs in example.neg_q]
+                sources = example.own_query_sources or ["qrels" if qs else "none" for qs in example.own_queries]
                 for j, doc_id in enumerate(example.neg_ids or []):
-                    have = example.neg_q[j]
+                    have = example.own_queries[j]
                     new = [q for q in (answers.get(doc_id) or []) if q not in have][: max(0, wanted - len(have))]
                     if new and len(have) < wanted:
-                        example.neg_q[j] = have + new
+                        example.own_queries[j] = have + new
                         sources[j] = backend if sources[j] == "none" else f"{sources[j]}+{backend}"
-                example.neg_q_source = sources
+                example.own_query_sources = sources
             logger.info(summary.line())
             for note in summary.notes:
                 logger.warning("%s: %s", backend, note)

@@ -9,7 +9,7 @@ import torch
 
 from clpft.data.beir import Document
 from clpft.errors import ClpftError
-from clpft.negqueries.base import GenerationSummary, QueryGenerator, clean_queries
+from clpft.ownqueries.base import GenerationSummary, QueryGenerator, clean_queries
 
 
 class Doc2QueryGenerator(QueryGenerator):

@@ -13,10 +13,10 @@ from clpft.cli import main
 from clpft.data import load_dataset
 from clpft.data.beir import Document
 from clpft.mining import mine_negatives
-from clpft.negqueries import GenerationSummary, GeneratorSettings, QueryCache, parse_backends
-from clpft.negqueries.chain import generate_cached
-from clpft.negqueries.extractive import ExtractiveGenerator
-from clpft.negqueries.llm import LLMGenerator, parse_queries
+from clpft.ownqueries import GenerationSummary, QueryCache, QuerySources, parse_backends
+from clpft.ownqueries.chain import generate_cached
+from clpft.ownqueries.extractive import ExtractiveGenerator
+from clpft.ownqueries.llm import LLMGenerator, parse_queries
 from fake_openai import FakeOpenAI
 
 SECRET = "sk-test-secret-0123456789"
@@ -36,7 +36,7 @@ def fake_llm(monkeypatch):
 
 
 def llm(server, **kwargs):
-    options = dict(base_url=server.url, model="fake-model", backoff=0.01, timeout=0.5, max_retries=2)
+    options = dict(base_url=server.url, model="fake-model", timeout=0.5, max_retries=2)
     options.update(kwargs)
     return LLMGenerator(**options)
 
@@ -108,7 +108,7 @@ def test_extractive_queries():
 def test_doc2query_with_tiny_t5(tmp_path):
     from transformers import BertTokenizerFast, T5Config, T5ForConditionalGeneration
 
-    from clpft.negqueries.doc2query import Doc2QueryGenerator
+    from clpft.ownqueries.doc2query import Doc2QueryGenerator
     from conftest import _vocab
 
     tokenizer = BertTokenizerFast(vocab=_vocab())
@@ -137,11 +137,11 @@ def test_doc2query_with_tiny_t5(tmp_path):
 
 def test_mining_tops_up_with_generated_queries_and_records_provenance(tiny_beir, tmp_path):
     dataset = load_dataset(tiny_beir, "train")
-    settings = GeneratorSettings(backends=parse_backends("qrels,extractive"), cache_path=str(tmp_path / "c.sqlite"))
-    examples, stats = mine_negatives(None, dataset, num_negatives=9, strategy="random", neg_queries=settings)
+    settings = QuerySources(backends=parse_backends("qrels,extractive"), cache_path=str(tmp_path / "c.sqlite"))
+    examples, stats = mine_negatives(None, dataset, num_negatives=9, strategy="random", query_sources=settings)
     plain, _ = mine_negatives(None, dataset, num_negatives=9, strategy="random")
     for mixed, qrels_only in zip(examples, plain):
-        for own, source, before in zip(mixed.neg_q, mixed.neg_q_source, qrels_only.neg_q):
+        for own, source, before in zip(mixed.own_queries, mixed.own_query_sources, qrels_only.own_queries):
             assert own and source in ("qrels", "extractive")
             assert (source == "qrels") == bool(before)
             if before:
@@ -149,9 +149,9 @@ def test_mining_tops_up_with_generated_queries_and_records_provenance(tiny_beir,
     assert stats.negatives_with_queries == stats.negatives
     assert set(stats.neg_query_sources) == {"qrels", "extractive"}
     none, _ = mine_negatives(
-        None, dataset, strategy="random", neg_queries=GeneratorSettings(backends=parse_backends("none"))
+        None, dataset, strategy="random", query_sources=QuerySources(backends=parse_backends("none"))
     )
-    assert all(not qs for e in none for qs in e.neg_q)
+    assert all(not qs for e in none for qs in e.own_queries)
 
 
 def test_key_never_written_or_logged(fake_llm, tiny_beir, tmp_path, caplog, capsys):
