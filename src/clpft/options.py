@@ -197,6 +197,7 @@ class TrainConfig:
     )
     warmup_ratio: float | None = option(None, "share of steps with linear warm-up", preset=True, range=SHARE)
     max_queries_per_negative: int = option(8, "own queries of one negative used by the penalty", range=COUNT)
+    weight_decay: float = option(0.0, "AdamW's decoupled weight decay", range=Range(0))
     seed: int = option(42, "random seed (sampling, shuffling, init)", group="common", range=SEED)
     max_steps: int = option(
         -1,

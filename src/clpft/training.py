@@ -250,7 +250,7 @@ def train_model(
             learning_rate=config.learning_rate,
             learning_rate_mapping=_moe_learning_rates(model, config.moe_learning_rate),
             warmup_steps=int(config.warmup_ratio * total_steps),
-            weight_decay=0.0,
+            weight_decay=config.weight_decay,
             seed=config.seed,
             data_seed=config.seed,
             save_strategy="steps" if config.save_steps else "no",
