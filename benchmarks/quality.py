@@ -305,6 +305,50 @@ def markdown(results: dict, shots: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+README_START, README_END = "<!-- quality table: benchmarks/quality.py --readme -->", "<!-- end of quality table -->"
+
+
+def readme_block(results: dict, shots: dict) -> str:
+    """The README's headline table, from the same rows as quality.md."""
+    lines = [
+        README_START,
+        "| dataset | row | nDCG@10 | nDCG@5 | MRR@10 | recall@100 | p vs default | mine+train s | wall s | saved |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for dataset, rows in results.items():
+        for name, r in rows.items():
+            p = "-" if r.get("p_vs_default") is None else f"{r['p_vs_default']:.3g}"
+            saved = (r.get("guard") or {}).get("chosen", "-")
+            label = f"**{name}**" if name == "default" else name
+            lines.append(
+                f"| {dataset} | {label} | {r['ndcg@10']:.4f} | {r['ndcg@5']:.4f} | {r['mrr@10']:.4f} | "
+                f"{r['recall@100']:.4f} | {p} | {r.get('mine_train_s', '-')} | {r['wall_s']:.0f} | {saved} |"
+            )
+    if shots:
+        base = shots["rows"].get("base", {}).get("ndcg@10")
+        lines += [
+            "",
+            f"Zero-shot, trained on {shots['trained_on']}, tested on {shots['tested_on']}'s test split"
+            + (f" (the untouched model: {base:.4f}):" if base is not None else ":"),
+            "",
+            "| row | nDCG@10 | change |",
+            "|---|---|---|",
+            *(f"| {n} | {r['ndcg@10']:.4f} | {r['delta_vs_base']:+.4f} |" for n, r in shots["rows"].items()),
+        ]
+    return "\n".join([*lines, README_END])
+
+
+def write_readme(path: Path, block: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        raise SystemExit(f"{path}: no quality table markers ({README_START} ... {README_END})")
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(head + block + tail, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="writes OUT/quality.json and OUT/quality.md")
@@ -316,6 +360,7 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--quick", action="store_true", help="a smoke run: Cranfield, 16 training queries, 1 epoch")
+    parser.add_argument("--readme", default=None, help="also write the headline table into this README's markers")
     args = parser.parse_args()
     from clpft.files import write_json, write_text
 
@@ -333,6 +378,8 @@ def main() -> None:
     command = "python benchmarks/quality.py " + " ".join(sys.argv[1:])
     write_json(out / "quality.json", report)
     write_text(out / "quality.md", markdown(results, shots, command))
+    if args.readme:
+        write_readme(Path(args.readme), readme_block(results, shots))
     print(markdown(results, shots, command))
 
 

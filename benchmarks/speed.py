@@ -137,6 +137,7 @@ def worker_train(row: str, args: argparse.Namespace) -> dict:
 
     import clpft
     import clpft.models
+    import clpft.trainer
 
     examples = training_examples(Path(args.data), args.steps * args.batch_size * args.grad_accum, seed=args.seed)
     model = SentenceTransformer(str(clpft.models.default_model_path()))  # the same way for every row
@@ -148,7 +149,7 @@ def worker_train(row: str, args: argparse.Namespace) -> dict:
     else:
         from clpft.training import TrainConfig, train_model
 
-        original = clpft.training._trainer_class
+        original = clpft.trainer.trainer_classes
 
         def with_timer():
             trainer, *callbacks = original()
@@ -160,7 +161,7 @@ def worker_train(row: str, args: argparse.Namespace) -> dict:
 
             return Timed, *callbacks
 
-        clpft.training._trainer_class = with_timer
+        clpft.trainer.trainer_classes = with_timer
         config = TrainConfig(
             **TRAIN_ROWS[row],
             epochs=1.0,

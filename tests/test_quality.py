@@ -32,7 +32,7 @@ def row(name, scores, wall=10.0):
     }
 
 
-def test_report_schema_and_p_values():
+def test_report_schema_and_p_values(tmp_path):
     module = quality()
     results = {
         "scifact": {
@@ -57,3 +57,10 @@ def test_report_schema_and_p_values():
     assert "per_query_ndcg@10" not in rows["base"]
     table = module.markdown(results, shots, "python benchmarks/quality.py")
     assert "| st-recipe | 0.6500 |" in table and "## Zero-shot: trained on scifact, tested on cranfield" in table
+    # the README's table comes from the same rows, between its markers, the rest of the README untouched
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{module.README_START}\nold table\n{module.README_END}\nafter\n")
+    module.write_readme(readme, module.readme_block(results, shots))
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("\nafter\n") and "old table" not in text
+    assert "| scifact | **default** | 0.6500 |" in text and "| base | 0.4500 | +0.0000 |" in text

@@ -20,9 +20,9 @@ from clpft.training import TrainConfig, train_model
 KILL_AFTER_STEP = """
 import os, signal, sys
 from transformers import TrainerCallback
-import clpft.training as training
+import clpft.trainer as trainer_module
 step = int(os.environ["KILL_AT"])
-original = training._trainer_class
+original = trainer_module.trainer_classes
 def patched():
     trainer, callback, guard = original()
     class Killer(trainer):
@@ -35,7 +35,7 @@ def patched():
                         os.kill(os.getpid(), signal.SIGKILL)  # like kill -9, right after a checkpoint
             self.add_callback(Kill())
     return Killer, callback, guard
-training._trainer_class = patched
+trainer_module.trainer_classes = patched
 from clpft.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -9,61 +9,22 @@ clpft run   --data DIR --out RUN_DIR
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from clpft.console import setup_logging
 from clpft.errors import ClpftError, redact_secrets
 from clpft.options import check_ranges
-from clpft.parser import ablation_passthrough, build_parser, generator_settings, own_query_settings, train_config
-
-
-class _RedactSecrets(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = redact_secrets(message)
-        if clean != message:
-            record.msg, record.args = clean, None
-        return True
-
-
-def _setup_logging(quiet: bool) -> None:
-    if quiet:
-        _silence_progress_bars()
-    logging.basicConfig(format="clpft: %(message)s", level=logging.WARNING if quiet else logging.INFO)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_RedactSecrets())
-    for noisy in ("sentence_transformers", "transformers", "faiss", "httpx", "datasets", "accelerate"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if not quiet else logging.ERROR)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # "Loading weights" bars: noise even without --quiet
-
-
-def _silence_progress_bars() -> None:
-    """--quiet: every library's own switch for its progress bars (clpft's own bars and the trainer's follow
-    ``show_progress`` / ``disable_tqdm``; the one bar sentence-transformers' trainer draws without a switch,
-    its model card's widget examples, is not drawn because clpft gives the card its widget first)."""
-    import datasets
-    import huggingface_hub.utils
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    huggingface_hub.utils.disable_progress_bars()
-
-
-def mining_options(args: argparse.Namespace, cache: str):
-    """The MiningOptions the parsed options ask for (num_negatives, seed and the lengths are TrainConfig's
-    flags, read here by the same names)."""
-    from clpft.options import MiningOptions
-
-    names = [f.name for f in dataclasses.fields(MiningOptions) if f.name != "query_sources" and hasattr(args, f.name)]
-    return MiningOptions(**{name: getattr(args, name) for name in names}, query_sources=own_query_settings(args, cache))
+from clpft.parser import build_parser
+from clpft.settings import (
+    ablation_passthrough,
+    apply_config,
+    generator_settings,
+    mining_options,
+    train_config,
+)
 
 
 def _cmd_mine(args: argparse.Namespace) -> None:
@@ -242,52 +203,11 @@ COMMANDS = {
 }
 
 
-def _apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
-    """``--config FILE.yaml``: its keys (option names, with - or _) become the subcommand's defaults,
-    so flags on the command line still override them."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    known, _ = pre.parse_known_args(argv)
-    if not known.config:
-        return
-    import yaml
-
-    try:
-        config = yaml.safe_load(open(known.config, encoding="utf-8"))
-    except OSError as error:
-        raise ClpftError(f"{known.config}: cannot read ({error.strerror})") from error
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{known.config}:{mark.line + 1}" if mark else known.config
-        raise ClpftError(f"{where}: not valid YAML ({getattr(error, 'problem', None) or error})") from error
-    if config is None:
-        return
-    if not isinstance(config, dict):
-        raise ClpftError(f"{known.config}: expected a mapping of option names to values")
-    subparsers = next(a for a in parser._actions if a.dest == "command").choices
-    command = next((arg for arg in argv if arg in subparsers), None)
-    if command is None:
-        return
-    sub = subparsers[command]
-    actions = {a.dest: a for a in sub._actions}
-    # a key is a flag's name (lr, penalty-weight) or its destination (learning_rate): both say the same option
-    by_flag = {flag.lstrip("-").replace("-", "_"): a.dest for a in sub._actions for flag in a.option_strings}
-    defaults = {}
-    for key, value in config.items():
-        dest = str(key).lstrip("-").replace("-", "_")
-        dest = by_flag.get(dest, dest)
-        if dest not in actions or dest in ("help", "config"):
-            raise ClpftError(f"{known.config}: unknown option {key!r} for clpft {command}")
-        actions[dest].required = False
-        defaults[dest] = value
-    sub.set_defaults(**defaults)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
-        _apply_config(parser, argv)
+        apply_config(parser, argv)
     except ClpftError as error:
         print(f"clpft: error: {redact_secrets(str(error))}", file=sys.stderr)
         return 2
@@ -297,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClpftError as error:
         print(f"clpft: error: {error}", file=sys.stderr)
         return 2
-    _setup_logging(args.quiet)
+    setup_logging(args.quiet)
     from clpft.runtime import tune_malloc
 
     tune_malloc()

@@ -83,32 +83,6 @@ def _add_generation(parser: argparse.ArgumentParser, for_synth: bool = False) ->
     group.add_argument("--doc2query-model", default=None, help="local seq2seq (T5 doc2query) model folder")
 
 
-def generator_settings(args: argparse.Namespace, backends: list[str], cache: str | None, per_doc: int):
-    from clpft.ownqueries import QuerySources
-
-    return QuerySources(
-        backends=backends,
-        queries_per_negative=per_doc,
-        cache_path=cache,
-        llm_base_url=args.llm_base_url,
-        llm_model=args.llm_model,
-        llm_prompt=args.llm_prompt,
-        llm_concurrency=args.llm_concurrency,
-        llm_timeout=args.llm_timeout,
-        max_llm_calls=args.max_llm_calls,
-        doc2query_model=args.doc2query_model,
-        seed=args.seed,
-    )
-
-
-def own_query_settings(args: argparse.Namespace, default_cache: str):
-    from clpft.ownqueries import parse_backends
-
-    return generator_settings(
-        args, parse_backends(args.neg_queries), args.neg_queries_cache or default_cache, args.queries_per_negative
-    )
-
-
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Appends "(default: X)" to every option's help, except where the help already says its default
     (the options whose defaults come from --preset)."""
@@ -173,13 +147,6 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
         "training (defaults: the paper's best row, CLP + MoE on the intermediate layers, with --preset's settings)"
     )
     add_options(group, TrainConfig, ("training",))
-
-
-def train_config(args: argparse.Namespace):
-    """The TrainConfig the parsed options ask for: every option it declares, by its field name."""
-    from clpft.options import TrainConfig, cli_fields
-
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in cli_fields(TrainConfig) if hasattr(args, f.name)})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -313,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     ablation.add_argument("--train-split", default="train", help="qrels split to mine and train on")
     ablation.add_argument("--eval-split", default="test", help="qrels split to evaluate on")
     budget = ablation.add_argument_group("budget, the same for every row (unset: each subcommand's default)")
+    from clpft.settings import ablation_passthrough
+
     for flag, kind, where, text, choices in ablation_passthrough():
         budget.add_argument(
             flag, type=kind, default=None, choices=choices, help=f"{text} (passed to clpft {'/'.join(where)})"
@@ -323,39 +292,3 @@ def build_parser() -> argparse.ArgumentParser:
             "--config", default=None, help="YAML file of options (keys as the flags' names); flags override it"
         )
     return parser
-
-
-# The negatives' own-query generator options `clpft ablation` passes to `clpft mine` (declared by hand in
-# _add_generation: they configure clpft.ownqueries, not a dataclass of options).
-_GENERATION_PASSTHROUGH = [
-    ("--neg-queries", str, ("mine",), "where negatives' queries come from", None),
-    ("--queries-per-negative", int, ("mine",), "queries wanted per negative", None),
-    ("--llm-base-url", str, ("mine",), "OpenAI-compatible endpoint", None),
-    ("--llm-model", str, ("mine",), "LLM model name", None),
-    ("--max-llm-calls", int, ("mine",), "cap on LLM calls", None),
-    ("--doc2query-model", str, ("mine",), "doc2query model folder", None),
-]
-
-
-def ablation_passthrough() -> list[tuple]:
-    """Options `clpft ablation` passes on unchanged, as (flag, type, subcommands, help, choices): every
-    declared mining, training and encoding option (clpft.options.option) except the booleans, the seed
-    (the ablation has its own seeds) and what a ladder row sets itself (``ablation=False``)."""
-    from clpft.options import MiningOptions, TrainConfig, choices_of, cli_fields
-
-    def entries(cls, groups, where):
-        for f in cli_fields(cls, groups):
-            if f.type is bool or f.name == "seed" or f.metadata.get("ablation") is False:
-                continue
-            choices = f.metadata.get("choices") or choices_of(f.type)
-            kind = str if choices else next((t for t in (int, float) if f.type in (t, t | None)), str)
-            yield (f.metadata["flag"] or "--" + f.name.replace("_", "-"), kind, where, f.metadata["help"], choices)
-
-    return [
-        *entries(MiningOptions, ("mining", "sampling"), ("mine",)),
-        *entries(TrainConfig, ("negatives",), ("mine", "train")),
-        *_GENERATION_PASSTHROUGH,
-        *entries(TrainConfig, ("training",), ("train",)),
-        *entries(TrainConfig, ("common",), ("mine", "train", "eval")),
-        *entries(MiningOptions, ("common",), ("mine", "train", "eval")),
-    ]

@@ -1,0 +1,133 @@
+"""From parsed options (argparse, a ``--config`` YAML file) to the Python API's settings objects:
+``TrainConfig``, ``MiningOptions``, ``QuerySources``, and the options ``clpft ablation`` passes on.
+
+Every option declared on a dataclass (``clpft.options.option``) reaches its field by its own name, so the
+functions here copy nothing by hand; the generator options (declared in ``clpft.parser``) build
+``QuerySources``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from clpft.errors import ClpftError
+
+
+def train_config(args: argparse.Namespace):
+    """The TrainConfig the parsed options ask for: every option it declares, by its field name."""
+    from clpft.options import TrainConfig, cli_fields
+
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in cli_fields(TrainConfig) if hasattr(args, f.name)})
+
+
+def mining_options(args: argparse.Namespace, cache: str):
+    """The MiningOptions the parsed options ask for (num_negatives, seed and the lengths are TrainConfig's
+    flags, read here by the same names)."""
+    from clpft.options import MiningOptions
+
+    names = [f.name for f in dataclasses.fields(MiningOptions) if f.name != "query_sources" and hasattr(args, f.name)]
+    return MiningOptions(**{name: getattr(args, name) for name in names}, query_sources=own_query_settings(args, cache))
+
+
+def generator_settings(args: argparse.Namespace, backends: list[str], cache: str | None, per_doc: int):
+    from clpft.ownqueries import QuerySources
+
+    return QuerySources(
+        backends=backends,
+        queries_per_negative=per_doc,
+        cache_path=cache,
+        llm_base_url=args.llm_base_url,
+        llm_model=args.llm_model,
+        llm_prompt=args.llm_prompt,
+        llm_concurrency=args.llm_concurrency,
+        llm_timeout=args.llm_timeout,
+        max_llm_calls=args.max_llm_calls,
+        doc2query_model=args.doc2query_model,
+        seed=args.seed,
+    )
+
+
+def own_query_settings(args: argparse.Namespace, default_cache: str):
+    from clpft.ownqueries import parse_backends
+
+    return generator_settings(
+        args, parse_backends(args.neg_queries), args.neg_queries_cache or default_cache, args.queries_per_negative
+    )
+
+
+# The negatives' own-query generator options `clpft ablation` passes to `clpft mine` (declared by hand in
+# _add_generation: they configure clpft.ownqueries, not a dataclass of options).
+_GENERATION_PASSTHROUGH = [
+    ("--neg-queries", str, ("mine",), "where negatives' queries come from", None),
+    ("--queries-per-negative", int, ("mine",), "queries wanted per negative", None),
+    ("--llm-base-url", str, ("mine",), "OpenAI-compatible endpoint", None),
+    ("--llm-model", str, ("mine",), "LLM model name", None),
+    ("--max-llm-calls", int, ("mine",), "cap on LLM calls", None),
+    ("--doc2query-model", str, ("mine",), "doc2query model folder", None),
+]
+
+
+def ablation_passthrough() -> list[tuple]:
+    """Options `clpft ablation` passes on unchanged, as (flag, type, subcommands, help, choices): every
+    declared mining, training and encoding option (clpft.options.option) except the booleans, the seed
+    (the ablation has its own seeds) and what a ladder row sets itself (``ablation=False``)."""
+    from clpft.options import MiningOptions, TrainConfig, choices_of, cli_fields
+
+    def entries(cls, groups, where):
+        for f in cli_fields(cls, groups):
+            if f.type is bool or f.name == "seed" or f.metadata.get("ablation") is False:
+                continue
+            choices = f.metadata.get("choices") or choices_of(f.type)
+            kind = str if choices else next((t for t in (int, float) if f.type in (t, t | None)), str)
+            yield (f.metadata["flag"] or "--" + f.name.replace("_", "-"), kind, where, f.metadata["help"], choices)
+
+    return [
+        *entries(MiningOptions, ("mining", "sampling"), ("mine",)),
+        *entries(TrainConfig, ("negatives",), ("mine", "train")),
+        *_GENERATION_PASSTHROUGH,
+        *entries(TrainConfig, ("training",), ("train",)),
+        *entries(TrainConfig, ("common",), ("mine", "train", "eval")),
+        *entries(MiningOptions, ("common",), ("mine", "train", "eval")),
+    ]
+
+
+def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """``--config FILE.yaml``: its keys (option names, with - or _) become the subcommand's defaults,
+    so flags on the command line still override them."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if not known.config:
+        return
+    import yaml
+
+    try:
+        config = yaml.safe_load(open(known.config, encoding="utf-8"))
+    except OSError as error:
+        raise ClpftError(f"{known.config}: cannot read ({error.strerror})") from error
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{known.config}:{mark.line + 1}" if mark else known.config
+        raise ClpftError(f"{where}: not valid YAML ({getattr(error, 'problem', None) or error})") from error
+    if config is None:
+        return
+    if not isinstance(config, dict):
+        raise ClpftError(f"{known.config}: expected a mapping of option names to values")
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    command = next((arg for arg in argv if arg in subparsers), None)
+    if command is None:
+        return
+    sub = subparsers[command]
+    actions = {a.dest: a for a in sub._actions}
+    # a key is a flag's name (lr, penalty-weight) or its destination (learning_rate): both say the same option
+    by_flag = {flag.lstrip("-").replace("-", "_"): a.dest for a in sub._actions for flag in a.option_strings}
+    defaults = {}
+    for key, value in config.items():
+        dest = str(key).lstrip("-").replace("-", "_")
+        dest = by_flag.get(dest, dest)
+        if dest not in actions or dest in ("help", "config"):
+            raise ClpftError(f"{known.config}: unknown option {key!r} for clpft {command}")
+        actions[dest].required = False
+        defaults[dest] = value
+    sub.set_defaults(**defaults)
