@@ -67,7 +67,7 @@ def test_preset_paper_and_flags_that_override_it():
     tuned = PRESETS["clpft"]
     assert default.preset == "clpft" and default.train_only == tuned.train_only == "all"
     assert (default.learning_rate, default.temperature) == (tuned.learning_rate["all"], tuned.temperature["all"])
-    assert (default.batch_size, default.grad_accum, default.val_fraction, default.merge) == (8, 1, 0.2, "auto")
+    assert (default.batch_size, default.grad_accum, default.val_fraction, default.merge) == (8, 1, 0.1, "auto")
     moe_only = _train_config(parser.parse_args(["train", "--train", "t", "--out", "m", "--train-only", "moe"]))
     assert (moe_only.learning_rate, moe_only.temperature) == (tuned.learning_rate["moe"], tuned.temperature["moe"])
     mixed = _train_config(

@@ -211,3 +211,41 @@ def test_one_standard_error_rule_prefers_the_candidate_closest_to_the_start():
     plain = [Candidate(0.5, 0.0, "start"), Candidate(0.6, 1.0, "step 2"), Candidate(0.6, 0.5, "merge")]
     assert choose(plain).label == "step 2"
     assert choose([Candidate(0.5, 0.0, "start"), Candidate(0.5, 1.0, "step 2")]).label == "start"
+
+
+def test_every_evaluation_of_the_guard_stays_within_its_budget(monkeypatch):
+    """A fake clock: a training step and an evaluation take one second each. With step 0, the last step and
+    three merges to pay for, the evaluations in between get what is left of 15%, so all of them together
+    stay within 15% of the training time (scheduling on the share alone spent 20% here)."""
+    import clpft.guard as guard_module
+
+    clock = [0.0]
+    monkeypatch.setattr(guard_module.time, "perf_counter", lambda: clock[0])
+
+    def evaluate():
+        clock[0] += 1.0
+        return {"ndcg@10": 0.5 + clock[0] / 1000}  # every state a little better: the merges are scored
+
+    model = torch.nn.Linear(2, 1)
+    guard = Guard(model, evaluate, budget_share=0.15, closing_evaluations=4)
+    guard.score_start()
+    guard.begin()
+    steps = 100
+    for step in range(1, steps + 1):
+        clock[0] += 1.0
+        guard.after_step(step, steps)
+    result = guard.finish(steps, "auto", training_seconds=float(steps))
+    in_training = [h["step"] for h in guard.history if 0 < h["step"] < steps]
+    assert len(in_training) >= 5  # the budget left is spent, spread over the run
+    assert in_training[0] > 10 and in_training[-1] > 80
+    assert result.eval_seconds == 1 + len(in_training) + 1 + 3
+    assert result.eval_share <= 0.15
+
+
+def test_closing_evaluations_count_the_merges_finish_scores():
+    from clpft.guard import MERGE_GRID, closing_merges
+
+    assert closing_merges("auto") == len(MERGE_GRID)
+    assert closing_merges(0.5) == 1
+    assert closing_merges("none") == 0
+    assert closing_merges("auto", select=False) == 0

@@ -2,9 +2,12 @@
 the start, optionally merged with the start in weight space.
 
 With a validation split (``--val-fraction``), the untouched model is scored at step 0 and the training
-model again during training, on a schedule that keeps evaluation under a share of the training time
-(``--eval-budget``, 15% by default: after each optimizer step, an evaluation runs when the time spent
-evaluating so far plus the last evaluation's cost stays within that share of the time spent training).
+model again during training, on a schedule that keeps *all* of the guard's evaluations under a share of the
+training time (``--eval-budget``, 15% by default). The evaluations that always run (step 0, the last step and
+one per merge) are reserved first, against the training time projected from the steps done so far; after
+each optimizer step an evaluation runs when the time spent evaluating during training plus the last
+evaluation's cost stays within what is left of the share of the time spent training. When the reserved
+evaluations alone exceed the share, none runs in between.
 Each new best state is copied (only the weights that train, so for MoE-only training a third of MiniLM).
 At the end the candidates are the start, the best step and, with ``--merge auto``, the weight-space
 merges
@@ -103,6 +106,15 @@ def choose(candidates: list[Candidate]) -> Candidate:
     return best
 
 
+def closing_merges(merge: str | float | None, select: bool = True) -> int:
+    """How many merges ``Guard.finish`` scores for this ``--merge`` (with the guard choosing: ``select``)."""
+    if not select:
+        return 0
+    if merge == "auto":
+        return len(MERGE_GRID)
+    return 1 if isinstance(merge, float) else 0
+
+
 class Guard:
     """Scores the model on the validation split during training and keeps the best state (see the module)."""
 
@@ -114,8 +126,11 @@ class Guard:
         eval_steps: int = 0,
         patience: int = 0,
         precision: Callable[[], AbstractContextManager] = nullcontext,
+        closing_evaluations: int = 1,
     ) -> None:
         self.model, self.evaluate, self.precision = model, evaluate, precision
+        # evaluations finish() will run (the last step, one per merge): reserved out of the budget
+        self.closing_evaluations = closing_evaluations
         self.budget_share, self.eval_steps, self.patience = budget_share, eval_steps, patience
         self.start = trainable_state(model)
         self.history: list[dict[str, float]] = []
@@ -146,8 +161,9 @@ class Guard:
     def begin(self) -> None:
         self.train_started = time.perf_counter()
 
-    def after_step(self, step: int) -> bool:
-        """Called after every optimizer step; evaluates when the schedule says so. Returns True to stop early."""
+    def after_step(self, step: int, max_steps: int = 0) -> bool:
+        """Called after every optimizer step (of ``max_steps``, 0: unknown); evaluates when the schedule says so.
+        Returns True to stop early."""
         if self.evaluate is None:
             return False
         spent = self.eval_seconds - self.step_zero_seconds  # step 0 is paid before training starts
@@ -155,7 +171,7 @@ class Guard:
         if self.eval_steps:
             due = step % self.eval_steps == 0
         else:
-            due = spent + self.last_cost <= self.budget_share * training_seconds
+            due = spent + self.last_cost <= self.share_left(step, max_steps, training_seconds) * training_seconds
         if not due:
             return False
         self._consider(step, self.score(step))
@@ -163,6 +179,13 @@ class Guard:
             self.early_stopped_at = step
             return True
         return False
+
+    def share_left(self, step: int, max_steps: int, training_seconds: float) -> float:
+        """The budget's share left for evaluations during training once step 0 and the closing evaluations
+        are reserved, against the whole run's training time projected from the steps done so far."""
+        projected = training_seconds * max_steps / step if max_steps and step else training_seconds
+        reserved = self.step_zero_seconds + self.closing_evaluations * self.last_cost
+        return self.budget_share - reserved / projected if projected > 0 else 0.0
 
     def _consider(self, step: int, score: float) -> None:
         if score > self.best_score:

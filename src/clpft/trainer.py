@@ -85,7 +85,7 @@ def trainer_classes():
             self.guard.begin()
 
         def on_step_end(self, args, state, control, **kwargs):
-            if self.guard.after_step(state.global_step):
+            if self.guard.after_step(state.global_step, state.max_steps):
                 control.should_training_stop = True
 
     return Trainer, EpochCallback, GuardCallback

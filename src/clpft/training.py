@@ -28,7 +28,7 @@ from clpft.collator import CLPDataCollator, build_dataset
 from clpft.data.batching import NoFalseNegativesBatchSampler
 from clpft.data.trainset import TrainExample
 from clpft.errors import ClpftError
-from clpft.guard import Guard
+from clpft.guard import Guard, closing_merges
 from clpft.losses import CachedCLPLoss, CLPLoss, InfoNCELoss
 from clpft.modeling_clpft_moe import MoELinear
 from clpft.options import PRECISIONS, TrainConfig
@@ -215,6 +215,7 @@ def train_model(
             budget_share=config.eval_budget,
             eval_steps=config.eval_steps,
             patience=config.patience,
+            closing_evaluations=1 + closing_merges(config.merge, config.guard),
         )
         trainer.add_callback(guard_callback(guard))
         if not show_progress:

@@ -16,7 +16,7 @@ from typing import Any
 from clpft.data.trainset import TrainExample
 from clpft.errors import ClpftError
 
-VAL_CORPUS_DOCS = 2000  # documents the validation queries rank, at most (see sample_corpus)
+VAL_CORPUS_DOCS = 1000  # documents the validation queries rank, at most (see sample_corpus)
 
 
 def split_validation(
