@@ -73,7 +73,8 @@ def encode_texts(
     capped at ``batch_size`` texts per batch, rather than by a fixed count: on a CPU, small batches of long
     passages keep the attention buffers in cache (benchmarks/speed.py: ~1.25x SentenceTransformer.encode
     on 2 cores, same embeddings), and short queries still go many at a time. ``token_budget`` None: 1024
-    tokens on a CPU (16,384 on one with AMX: ``cpu_token_budget``); on an accelerator ``batch_size`` full-length texts (large batches pay off there).
+    tokens on a CPU (16,384 on one with AMX: ``cpu_token_budget``); on an accelerator ``batch_size``
+    full-length texts (large batches pay off there).
     The precision is the enclosing ``clpft.precision.use`` block's (``auto`` when none)."""
     if kind not in ("query", "document"):
         raise ValueError(f"kind must be 'query' or 'document', got {kind!r}")
