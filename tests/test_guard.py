@@ -178,7 +178,7 @@ def test_merge_options():
         TrainConfig(merge="auto", val_fraction=0.0)
     assert TrainConfig(merge="auto", val_fraction=0.2).merge == "auto"
     # the default preset's auto, with the validation split (or the guard) turned off: no merge, no error
-    assert TrainConfig().merge == "auto" and TrainConfig().val_fraction == 0.2
+    assert TrainConfig().merge == "auto" and TrainConfig().val_fraction == 0.1
     assert TrainConfig(val_fraction=0.0).merge == "none" and TrainConfig(guard=False).merge == "none"
     assert TrainConfig(preset="paper").merge == "none" and TrainConfig(preset="paper").val_fraction == 0.0
 

@@ -106,13 +106,16 @@ def choose(candidates: list[Candidate]) -> Candidate:
     return best
 
 
+def merge_alphas(merge: str | float | None) -> tuple[float, ...]:
+    """The merges ``Guard.finish`` scores for this ``--merge``: the grid for auto, the one α given, or none."""
+    if merge == "auto":
+        return MERGE_GRID
+    return (merge,) if isinstance(merge, float) else ()
+
+
 def closing_merges(merge: str | float | None, select: bool = True) -> int:
     """How many merges ``Guard.finish`` scores for this ``--merge`` (with the guard choosing: ``select``)."""
-    if not select:
-        return 0
-    if merge == "auto":
-        return len(MERGE_GRID)
-    return 1 if isinstance(merge, float) else 0
+    return len(merge_alphas(merge)) if select else 0
 
 
 class Guard:
@@ -214,7 +217,7 @@ class Guard:
         candidates: list[Candidate] = [Candidate(self.start_score, 0.0, "start", self.start_per_query)]
         if tuned is not None:
             candidates.append(Candidate(self.best_score, 1.0, f"step {self.best_step}", self.best_per_query))
-            alphas = MERGE_GRID if merge == "auto" else ((merge,) if isinstance(merge, float) else ())
+            alphas = merge_alphas(merge)
             for alpha in alphas:
                 load_state(self.model, blend(self.start, tuned, alpha))
                 merged = self.score(final_step)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -29,12 +30,13 @@ def max_length(model: SentenceTransformer, limit: int | None) -> Iterator[None]:
 # Tokens per encoding batch on a CPU (padded texts x longest). Measured on the two kinds of machine this
 # project runs on: a 2-core AMD EPYC encoded fastest in small batches (1,024 tokens, ~1.25x
 # SentenceTransformer.encode's 32 texts, 2026-11-27), a 2-core Xeon with AMX in large ones (SciFact
-# passages at 256 tokens, texts/s at 1,024 / 4,096 / 16,384 tokens: bf16 8.3 / 12.0 / 15.5, fp32 5.1 / 8.5 /
-# 9.1, 2026-12-02): AMX's tile units want large matrices.
+# passages at 256 tokens, texts/s at 1,024 / 4,096 / 16,384 tokens: bf16 5.9 / 12.1 / 18.3, fp32 5.1 / 8.8 /
+# 10.0, 2026-12-02, benchmarks/encode_budget.py, beside a running benchmark row): AMX's tile units want large matrices.
 CPU_TOKEN_BUDGET = 1024
 AMX_TOKEN_BUDGET = 16384
 
 
+@functools.cache  # a CPU feature: asked once per process, not per encoding call
 def cpu_token_budget() -> int:
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
     return AMX_TOKEN_BUDGET if amx else CPU_TOKEN_BUDGET
