@@ -12,6 +12,7 @@ each row ran on.
     python benchmarks/quality.py --out /tmp/quality --quick                          # minutes: a smoke run
     python benchmarks/quality.py --out benchmarks/results/quality --datasets scifact \
         --rows base,st-recipe
+    python benchmarks/quality.py --out benchmarks/results/quality --cached-only       # report what has run
 """
 
 from __future__ import annotations
@@ -132,8 +133,9 @@ def commit() -> str:
     return (done.stdout.strip() or "unknown") + ("+changes" if dirty else "")
 
 
-def run_row(row: str, dataset: str, work: Path, cache: Path, quick: bool) -> dict:
-    """One row: its models and logs under WORK (runs/quality), its result (small, committed) under CACHE."""
+def run_row(row: str, dataset: str, work: Path, cache: Path, quick: bool, cached_only: bool = False) -> dict | None:
+    """One row: its models and logs under WORK (runs/quality), its result (small, committed) under CACHE.
+    With ``cached_only``, None for a row whose result is not cached (nothing runs)."""
     data = DATA / dataset
     folder = work / "rows" / dataset / row
     command, metrics_file = commands(row, data, folder, quick)
@@ -141,6 +143,8 @@ def run_row(row: str, dataset: str, work: Path, cache: Path, quick: bool) -> dic
     cached = cache / dataset / f"{row}.json"
     if cached.is_file() and json.loads(cached.read_text()).get("key") == key:
         return json.loads(cached.read_text())
+    if cached_only:
+        return None
     folder.mkdir(parents=True, exist_ok=True)
     print(f"== {dataset} / {row}", flush=True)
     wall, peak, reused = 0.0, 0.0, {}
@@ -185,7 +189,7 @@ def run_row(row: str, dataset: str, work: Path, cache: Path, quick: bool) -> dic
     return result
 
 
-def zero_shot(results: dict, work: Path, cache: Path) -> dict:
+def zero_shot(results: dict, work: Path, cache: Path, cached_only: bool = False) -> dict:
     trained_on, tested_on = ZERO_SHOT
     if trained_on not in results or not (DATA / tested_on).is_dir():
         return {}
@@ -207,6 +211,8 @@ def zero_shot(results: dict, work: Path, cache: Path) -> dict:
         cached = cache / f"{trained_on}-on-{tested_on}" / f"{row}.json"
         if cached.is_file() and json.loads(cached.read_text()).get("key") == key:
             table[row] = json.loads(cached.read_text())
+            continue
+        if cached_only:
             continue
         if model and not Path(result["model"]).is_dir():
             print(
@@ -259,7 +265,7 @@ def build_report(results: dict, shots: dict) -> dict:
     return report
 
 
-def markdown(results: dict, shots: dict, command: str) -> str:
+def markdown(results: dict, shots: dict, command: str, missing: list[str] = ()) -> str:
     lines = [
         "# Quality: clpft's default against sentence-transformers' recipe",
         "",
@@ -272,6 +278,8 @@ def markdown(results: dict, shots: dict, command: str) -> str:
         "machine to itself).",
         "",
     ]
+    if missing:
+        lines += [f"Not run yet (left out of this report, `--cached-only`): {', '.join(missing)}.", ""]
     for dataset, rows in results.items():
         lines += [
             f"## {dataset}",
@@ -361,6 +369,11 @@ def main() -> None:
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--quick", action="store_true", help="a smoke run: Cranfield, 16 training queries, 1 epoch")
     parser.add_argument("--readme", default=None, help="also write the headline table into this README's markers")
+    parser.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="run nothing: report the rows already cached under OUT/rows, naming the ones not run yet",
+    )
     args = parser.parse_args()
     from clpft.files import write_json, write_text
 
@@ -371,16 +384,25 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown rows or datasets: {', '.join(unknown)}")
     cache = out / "rows"
-    results = {dataset: {row: run_row(row, dataset, work, cache, args.quick) for row in rows} for dataset in datasets}
+    results, missing = {}, []
+    for dataset in datasets:
+        results[dataset] = {}
+        for row in rows:
+            result = run_row(row, dataset, work, cache, args.quick, cached_only=args.cached_only)
+            if result is None:
+                missing.append(f"{dataset}/{row}")
+            else:
+                results[dataset][row] = result
     add_tests(results)
-    shots = {} if args.quick else zero_shot(results, work, cache)
+    shots = {} if args.quick else zero_shot(results, work, cache, args.cached_only)
     report = build_report(results, shots)
+    report["not_run"] = missing
     command = "python benchmarks/quality.py " + " ".join(sys.argv[1:])
     write_json(out / "quality.json", report)
-    write_text(out / "quality.md", markdown(results, shots, command))
+    write_text(out / "quality.md", markdown(results, shots, command, missing))
     if args.readme:
         write_readme(Path(args.readme), readme_block(results, shots))
-    print(markdown(results, shots, command))
+    print(markdown(results, shots, command, missing))
 
 
 if __name__ == "__main__":

@@ -64,3 +64,23 @@ def test_report_schema_and_p_values(tmp_path):
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("\nafter\n") and "old table" not in text
     assert "| scifact | **default** | 0.6500 |" in text and "| base | 0.4500 | +0.0000 |" in text
+
+
+def test_cached_only_runs_nothing_and_reads_the_cache(tmp_path):
+    module = quality()
+    work, cache = tmp_path / "work", tmp_path / "rows"
+    # nothing cached: no row runs, nothing is created
+    assert module.run_row("base", "cranfield", work, cache, quick=True, cached_only=True) is None
+    assert not work.exists() and not cache.exists()
+    # a cached row with the current key is what the report reads
+    data = module.DATA / "cranfield"
+    command, _ = module.commands("base", data, work / "rows" / "cranfield" / "base", True)
+    cached = cache / "cranfield" / "base.json"
+    cached.parent.mkdir(parents=True)
+    cached.write_text(
+        module.json.dumps({**row("base", [0.3]), "key": module.row_key("base", "cranfield", data, command)})
+    )
+    assert module.run_row("base", "cranfield", work, cache, quick=True, cached_only=True)["ndcg@10"] == 0.3
+    # a stale key (another command, data or version) counts as not run
+    cached.write_text(module.json.dumps({**row("base", [0.3]), "key": "stale"}))
+    assert module.run_row("base", "cranfield", work, cache, quick=True, cached_only=True) is None
