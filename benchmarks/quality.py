@@ -265,6 +265,11 @@ def build_report(results: dict, shots: dict) -> dict:
     return report
 
 
+def signed(value: float | None) -> str:
+    """A change against the untouched model, or "-" when that model's row is not in the table."""
+    return "-" if value is None else f"{value:+.4f}"
+
+
 def markdown(results: dict, shots: dict, command: str, missing: list[str] = ()) -> str:
     lines = [
         "# Quality: clpft's default against sentence-transformers' recipe",
@@ -309,7 +314,7 @@ def markdown(results: dict, shots: dict, command: str, missing: list[str] = ()) 
             "|---|---|---|",
         ]
         for name, r in shots["rows"].items():
-            lines.append(f"| {name} | {r['ndcg@10']:.4f} | {r['delta_vs_base']:+.4f} |")
+            lines.append(f"| {name} | {r['ndcg@10']:.4f} | {signed(r.get('delta_vs_base'))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -341,7 +346,7 @@ def readme_block(results: dict, shots: dict) -> str:
             "",
             "| row | nDCG@10 | change |",
             "|---|---|---|",
-            *(f"| {n} | {r['ndcg@10']:.4f} | {r['delta_vs_base']:+.4f} |" for n, r in shots["rows"].items()),
+            *(f"| {n} | {r['ndcg@10']:.4f} | {signed(r.get('delta_vs_base'))} |" for n, r in shots["rows"].items()),
         ]
     return "\n".join([*lines, README_END])
 
