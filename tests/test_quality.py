@@ -84,3 +84,17 @@ def test_cached_only_runs_nothing_and_reads_the_cache(tmp_path):
     # a stale key (another command, data or version) counts as not run
     cached.write_text(module.json.dumps({**row("base", [0.3]), "key": "stale"}))
     assert module.run_row("base", "cranfield", work, cache, quick=True, cached_only=True) is None
+
+
+def test_a_zero_shot_row_without_the_untouched_model_prints_no_change():
+    module = quality()
+    results = {"scifact": {"paper": row("paper", [0.5, 0.6])}}
+    module.add_tests(results)
+    # --rows paper alone: the zero-shot table has no base row, so no change can be computed
+    shots = {
+        "trained_on": "scifact",
+        "tested_on": "cranfield",
+        "rows": {"paper": {"ndcg@10": 0.458, "delta_vs_base": None}},
+    }
+    assert "| paper | 0.4580 | - |" in module.markdown(results, shots, "python benchmarks/quality.py --rows paper")
+    assert "| paper | 0.4580 | - |" in module.readme_block(results, shots)
