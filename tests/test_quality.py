@@ -98,3 +98,33 @@ def test_a_zero_shot_row_without_the_untouched_model_prints_no_change():
     }
     assert "| paper | 0.4580 | - |" in module.markdown(results, shots, "python benchmarks/quality.py --rows paper")
     assert "| paper | 0.4580 | - |" in module.readme_block(results, shots)
+
+
+def test_a_lever_tried_is_the_default_run_plus_its_flags_reported_but_not_in_the_readme(tmp_path):
+    module = quality()
+    name = next(iter(module.TRIED_ROWS))
+    data = module.DATA / "scifact"
+    tried, _ = module.commands(name, data, tmp_path / name, False)
+    default, _ = module.commands("default", data, tmp_path / name, False)
+    assert tried[0] == default[0] + module.TRIED_ROWS[name][1]
+    assert module.row_key(name, "scifact", data, tried) != module.row_key("default", "scifact", data, default)
+    results = {
+        "scifact": {
+            "default": row("default", [0.5, 0.6, 0.7, 0.8]),
+            "st-recipe": row("st-recipe", [0.4, 0.5, 0.6, 0.7]),
+            name: row(name, [0.6, 0.7, 0.8, 0.9]),
+        }
+    }
+    module.add_tests(results)
+    rows = results["scifact"]
+    assert rows[name]["p_vs_st_recipe"] == 0.125 and rows[name]["p_vs_default"] == 0.125
+    assert rows["st-recipe"]["p_vs_st_recipe"] is None and rows["default"]["p_vs_st_recipe"] == 0.125
+    shots = {
+        "trained_on": "scifact",
+        "tested_on": "cranfield",
+        "rows": {name: {"ndcg@10": 0.4, "delta_vs_base": -0.05}},
+    }
+    table = module.markdown(results, shots, "python benchmarks/quality.py")
+    assert f"| {name} | 0.7500 |" in table and f"- {name} (a lever tried, not the default)" in table
+    readme = module.readme_block(results, shots)
+    assert name not in readme and "| scifact | **default** | 0.6500 |" in readme
