@@ -345,8 +345,9 @@ def readme_block(results: dict, shots: dict) -> str:
     """The README's headline table, from the same rows as quality.md."""
     lines = [
         README_START,
-        "| dataset | row | nDCG@10 | nDCG@5 | MRR@10 | recall@100 | p vs default | mine+train s | wall s | saved |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| dataset | row | nDCG@10 | nDCG@5 | MRR@10 | recall@100 | p vs default | mine+train s | wall s | peak MB "
+        "| saved |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for dataset, rows in results.items():
         for name, r in rows.items():
@@ -357,7 +358,8 @@ def readme_block(results: dict, shots: dict) -> str:
             label = f"**{name}**" if name == "default" else name
             lines.append(
                 f"| {dataset} | {label} | {r['ndcg@10']:.4f} | {r['ndcg@5']:.4f} | {r['mrr@10']:.4f} | "
-                f"{r['recall@100']:.4f} | {p} | {r.get('mine_train_s', '-')} | {r['wall_s']:.0f} | {saved} |"
+                f"{r['recall@100']:.4f} | {p} | {r.get('mine_train_s', '-')} | {r['wall_s']:.0f} | "
+                f"{r['peak_rss_mb']:.0f} | {saved} |"
             )
     if shots:
         base = shots["rows"].get("base", {}).get("ndcg@10")
