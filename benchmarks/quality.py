@@ -136,6 +136,12 @@ def run_part(row: str, number: int, part: list[str], data: Path, folder: Path) -
     return seconds, rss, None
 
 
+def cpu_model() -> str:
+    with open("/proc/cpuinfo") as info:
+        names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+    return f"{names[0] if names else 'unknown'}, {os.cpu_count()} cores"
+
+
 def commit() -> str:
     done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     dirty = subprocess.run(
@@ -178,6 +184,8 @@ def run_row(row: str, dataset: str, work: Path, cache: Path, quick: bool, cached
         "peak_rss_mb": round(peak, 1),
         # the machine's load while the row ran (2 cores: about 2 when the row had it to itself)
         "load_avg_15min": round(os.getloadavg()[2], 2),
+        # rows are cached across sessions, which may get different machines: wall times compare only on one
+        "cpu": cpu_model(),
         "reused_parts": {str(k): v for k, v in reused.items()},  # commands not rerun: their timing, and whence
     }
     if row == "st-recipe":
@@ -320,6 +328,8 @@ def markdown(results: dict, shots: dict, command: str, missing: list[str] = ()) 
                 f"| {p} | {p_recipe} | {r['wall_s']:.0f} | {r.get('mine_train_s', '-')} | {r['peak_rss_mb']:.0f} | "
                 f"{r.get('optimizer_steps', '-')} | {saved} | {r.get('load_avg_15min', '-')} | {r['commit']} |"
             )
+        machines = sorted({r.get("cpu", "not recorded (rows before 2026-12-03)") for r in rows.values()})
+        lines.append(f"- machines these rows ran on: {'; '.join(machines)}")
         for name, r in rows.items():
             if name in TRIED_ROWS:
                 lines.append(f"- {name} (a lever tried, not the default): {TRIED_ROWS[name][0]}")
