@@ -91,6 +91,22 @@ def commands(row: str, data: Path, folder: Path, quick: bool) -> tuple[list[list
     ], folder / "run" / "metrics.json"
 
 
+def versions(with_clpft: bool = True) -> dict[str, str]:
+    """The installed versions a row's result depends on (part of its key, and recorded in it)."""
+    names = ("torch", "transformers", "sentence-transformers") + (("clpft",) if with_clpft else ())
+    return {name: metadata.version(name) for name in names}
+
+
+def why_stale(saved: dict) -> str:
+    """What changed since a cached row ran, as far as the row records it: a fresh install that pulls a newer
+    transformers makes every cached row stale, and saying which version moved saves a rerun of hours."""
+    then = saved.get("versions")
+    if not then:
+        return "its inputs changed (code, data, defaults or package versions; the row records no versions)"
+    moved = [f"{name} {then.get(name, '?')} -> {now}" for name, now in versions().items() if then.get(name) != now]
+    return ", ".join(moved) if moved else "its inputs changed (command, data or defaults)"
+
+
 def row_key(row: str, dataset: str, data: Path, command: list[list[str]], with_clpft: bool = True) -> str:
     from clpft.manifest import sha256_of
     from clpft.options import TrainConfig
@@ -105,10 +121,7 @@ def row_key(row: str, dataset: str, data: Path, command: list[list[str]], with_c
             if p.is_file() and "raw" not in p.parts and p.suffix in (".jsonl", ".tsv")
         ],
         "command": [[part.replace(str(ROOT), ".") for part in c[1:]] for c in command],
-        "versions": {
-            name: metadata.version(name)
-            for name in ("torch", "transformers", "sentence-transformers") + (("clpft",) if with_clpft else ())
-        },
+        "versions": versions(with_clpft),
     }
     if row in CLPFT_ROWS:
         parts["defaults"] = dataclasses.asdict(TrainConfig(preset="paper" if row == "paper" else "clpft"))
@@ -158,12 +171,13 @@ def run_row(row: str, dataset: str, work: Path, cache: Path, quick: bool, cached
     command, metrics_file = commands(row, data, folder, quick)
     key = row_key(row, dataset, data, command)
     cached = cache / dataset / f"{row}.json"
-    if cached.is_file() and json.loads(cached.read_text()).get("key") == key:
-        return json.loads(cached.read_text())
+    saved = json.loads(cached.read_text()) if cached.is_file() else None
+    if saved is not None and saved.get("key") == key:
+        return saved
     if cached_only:
         return None
     folder.mkdir(parents=True, exist_ok=True)
-    print(f"== {dataset} / {row}", flush=True)
+    print(f"== {dataset} / {row}" + (f" (its cached result is stale: {why_stale(saved)})" if saved else ""), flush=True)
     wall, peak, reused = 0.0, 0.0, {}
     for number, part in enumerate(command):
         seconds, rss, source = run_part(row, number, part, data, folder)
@@ -186,6 +200,7 @@ def run_row(row: str, dataset: str, work: Path, cache: Path, quick: bool, cached
         "load_avg_15min": round(os.getloadavg()[2], 2),
         # rows are cached across sessions, which may get different machines: wall times compare only on one
         "cpu": cpu_model(),
+        "versions": versions(),
         "reused_parts": {str(k): v for k, v in reused.items()},  # commands not rerun: their timing, and whence
     }
     if row == "st-recipe":
@@ -296,7 +311,7 @@ def signed(value: float | None) -> str:
     return "-" if value is None else f"{value:+.4f}"
 
 
-def markdown(results: dict, shots: dict, command: str, missing: list[str] = ()) -> str:
+def markdown(results: dict, shots: dict, command: str, missing: list[str] = (), stale: dict | None = None) -> str:
     lines = [
         "# Quality: clpft's default against sentence-transformers' recipe",
         "",
@@ -311,6 +326,9 @@ def markdown(results: dict, shots: dict, command: str, missing: list[str] = ()) 
     ]
     if missing:
         lines += [f"Not run yet (left out of this report, `--cached-only`): {', '.join(missing)}.", ""]
+    if stale:
+        lines += ["Cached under other inputs, so not reused:", ""]
+        lines += [f"- {name}: {reason}" for name, reason in stale.items()] + [""]
     for dataset, rows in results.items():
         lines += [
             f"## {dataset}",
@@ -330,6 +348,13 @@ def markdown(results: dict, shots: dict, command: str, missing: list[str] = ()) 
             )
         machines = sorted({r.get("cpu", "not recorded (rows before 2026-12-03)") for r in rows.values()})
         lines.append(f"- machines these rows ran on: {'; '.join(machines)}")
+        installed = sorted(
+            {
+                ", ".join(f"{k} {v}" for k, v in r["versions"].items()) if r.get("versions") else "not recorded"
+                for r in rows.values()
+            }
+        )
+        lines.append(f"- package versions: {'; '.join(installed)}")
         for name, r in rows.items():
             if name in TRIED_ROWS:
                 lines.append(f"- {name} (a lever tried, not the default): {TRIED_ROWS[name][0]}")
@@ -432,13 +457,15 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown rows or datasets: {', '.join(unknown)}")
     cache = out / "rows"
-    results, missing = {}, []
+    results, missing, stale = {}, [], {}
     for dataset in datasets:
         results[dataset] = {}
         for row in rows:
             result = run_row(row, dataset, work, cache, args.quick, cached_only=args.cached_only)
             if result is None:
                 missing.append(f"{dataset}/{row}")
+                if (cached := cache / dataset / f"{row}.json").is_file():
+                    stale[f"{dataset}/{row}"] = why_stale(json.loads(cached.read_text()))
             else:
                 results[dataset][row] = result
         for row in TRIED_ROWS if args.cached_only and args.rows is None else ():
@@ -448,12 +475,13 @@ def main() -> None:
     shots = {} if args.quick else zero_shot(results, work, cache, args.cached_only)
     report = build_report(results, shots)
     report["not_run"] = missing
+    report["stale"] = stale  # rows cached under other inputs, and what moved
     command = "python benchmarks/quality.py " + " ".join(sys.argv[1:])
     write_json(out / "quality.json", report)
-    write_text(out / "quality.md", markdown(results, shots, command, missing))
+    write_text(out / "quality.md", markdown(results, shots, command, missing, stale))
     if args.readme:
         write_readme(Path(args.readme), readme_block(results, shots))
-    print(markdown(results, shots, command, missing))
+    print(markdown(results, shots, command, missing, stale))
 
 
 if __name__ == "__main__":

@@ -86,6 +86,21 @@ def test_cached_only_runs_nothing_and_reads_the_cache(tmp_path):
     assert module.run_row("base", "cranfield", work, cache, quick=True, cached_only=True) is None
 
 
+def test_a_stale_row_says_which_version_moved():
+    module = quality()
+    now = module.versions()
+    then = {**now, "transformers": "5.0.0"}
+    assert module.why_stale({"key": "k", "versions": then}) == f"transformers 5.0.0 -> {now['transformers']}"
+    assert "command, data or defaults" in module.why_stale({"key": "k", "versions": now})
+    assert "records no versions" in module.why_stale({"key": "k"})
+    table = module.markdown({}, {}, "python benchmarks/quality.py", ["scifact/base"], {"scifact/base": "x 1 -> 2"})
+    assert "- scifact/base: x 1 -> 2" in table
+    results = {"scifact": {"base": {**row("base", [0.3]), "versions": then}}}
+    module.add_tests(results)
+    table = module.markdown(results, {}, "python benchmarks/quality.py")
+    assert "- package versions: " + ", ".join(f"{k} {v}" for k, v in then.items()) in table
+
+
 def test_a_zero_shot_row_without_the_untouched_model_prints_no_change():
     module = quality()
     results = {"scifact": {"paper": row("paper", [0.5, 0.6])}}
