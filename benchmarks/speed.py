@@ -43,17 +43,24 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"
-# What the environment variables would set; clpft itself calls mallopt with the same values.
-MALLOC_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
-    "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
-    "MALLOC_TOP_PAD_": str(64 << 20),
-}
+# Allocator settings come from clpft.runtime: clpft's rows run as `clpft` does (CLPFT_MALLOC unset: trim),
+# sentence-transformers' rows with glibc untouched, as a user would run them; ``st-recipe-bounded`` gives the
+# recipe the same fixed mmap threshold through glibc's own variable, to show what the allocator alone does.
+ALLOCATOR_VARIABLES = (
+    "CLPFT_MALLOC",
+    "CLPFT_MALLOC_TUNING",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
+    "MALLOC_MMAP_MAX_",
+)
+ROW_ENV = {"st-recipe-bounded": {"MALLOC_MMAP_THRESHOLD_": str(128 << 10)}}
 TRAIN_ROWS = {
     "clpft-default": dict(),  # TrainConfig's defaults (the guard's validation split is off: throughput only)
     "st-recipe": None,
     "clpft-default-fp32": dict(precision="fp32"),
     "clpft-moe-only": dict(train_only="moe"),
+    "st-recipe-bounded": None,
 }
 QUICK_TRAIN_ROWS = ("clpft-default", "st-recipe")
 QUALITY_ROWS = Path(__file__).resolve().parent / "results" / "quality" / "rows" / "scifact"
@@ -345,18 +352,26 @@ WORKERS = {"train": worker_train, "encode": worker_encode, "search": worker_sear
 
 
 # -------------------------------------------------------------------------------------------- driver
-def run_worker(kind: str, row: str, args: argparse.Namespace, tuned_malloc: bool) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV and k != "CLPFT_MALLOC_TUNING"}
-    env["CLPFT_MALLOC_TUNING"] = "1" if tuned_malloc else "0"
-    if tuned_malloc:
-        env.update(MALLOC_ENV)  # the same settings for sentence-transformers' rows as clpft applies to itself
+def allocator_of(row: str) -> str:
+    """What the row's process does with glibc's allocator (the worker applies clpft's own for clpft rows)."""
+    if row.startswith("clpft"):
+        from clpft.runtime import malloc_mode
+
+        return f"clpft {malloc_mode()}"
+    extra = ROW_ENV.get(row, {})
+    return "glibc" + "".join(f", {k}={v}" for k, v in extra.items())
+
+
+def run_worker(kind: str, row: str, args: argparse.Namespace) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_VARIABLES}
+    env.update(ROW_ENV.get(row, {}))
     command = [sys.executable, __file__, "--worker", f"{kind}={row}", *args.passthrough]
     started = time.perf_counter()
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{kind} {row} failed:\n{result.stderr[-3000:]}")
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    out["malloc"] = "tuned" if tuned_malloc else "default"
+    out["malloc"] = allocator_of(row)
     out["process_seconds"] = round(time.perf_counter() - started, 1)
     print(
         f"  {kind:6} {row:24} {out['malloc']:7} "
@@ -494,11 +509,11 @@ def main() -> None:
     args.encode_texts = args.encode_texts or (192 if args.quick else 1000)
 
     if args.worker:
-        if os.environ.get("CLPFT_MALLOC_TUNING") == "1":
-            from clpft.runtime import tune_malloc
-
-            tune_malloc()
         kind, row = args.worker.split("=", 1)
+        if row.startswith("clpft"):  # as the `clpft` command does before anything else
+            from clpft.runtime import bound_malloc
+
+            bound_malloc()
         print(json.dumps(WORKERS[kind](row, args)))
         return
 
@@ -527,18 +542,16 @@ def main() -> None:
     report["train"], report["encode"], report["search"], report["precision"] = [], [], [], []
     print("training", flush=True)
     rows = QUICK_TRAIN_ROWS if args.quick else tuple(TRAIN_ROWS)
-    report["train"] = [] if args.only not in (None, "train") else [run_worker("train", r, args, False) for r in rows]
+    report["train"] = [] if args.only not in (None, "train") else [run_worker("train", r, args) for r in rows]
     # A second round of the pair the ratio compares, in the other order: this VM's run-to-run noise is
     # ~10%, so each row's ratio uses its better round (as timeit takes the best repeat).
     if args.only in (None, "train"):
-        report["train"] += [run_worker("train", row, args, False) for row in reversed(QUICK_TRAIN_ROWS)]
+        report["train"] += [run_worker("train", row, args) for row in reversed(QUICK_TRAIN_ROWS)]
     print("encoding", flush=True)
     report["encode"] = (
         []
         if args.only not in (None, "encode")
-        else [
-            run_worker("encode", row, args, False) for row in ("clpft-encode", "st-encode", "st-encode", "clpft-encode")
-        ]
+        else [run_worker("encode", row, args) for row in ("clpft-encode", "st-encode", "st-encode", "clpft-encode")]
     )
     cases = args.search or (
         "faiss:100000:384,torch:100000:384"
@@ -549,7 +562,7 @@ def main() -> None:
     if not args.quick and args.only in (None, "precision"):
         print("precision", flush=True)
         report["precision"] = [
-            run_worker("precision", d, args, False)
+            run_worker("precision", d, args)
             for d in ("scifact", "cranfield", "xquad-hi")
             if (Path(args.data).parent / d).is_dir()
         ]
@@ -557,11 +570,11 @@ def main() -> None:
     report["search"] = (
         []
         if args.only not in (None, "search")
-        else [run_worker("search", case, args, False) for case in cases.split(",") if case]
+        else [run_worker("search", case, args) for case in cases.split(",") if case]
     )
 
-    def best(rows, name, key, malloc="default"):
-        values = [r[key] for r in rows if r["row"] == name and r["malloc"] == malloc]
+    def best(rows, name, key):
+        values = [r[key] for r in rows if r["row"] == name]
         return (min if key == "peak_rss_mb" else max)(values) if values else None
 
     ours = best(report["train"], "clpft-default", "examples_per_second")

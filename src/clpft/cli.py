@@ -218,9 +218,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"clpft: error: {error}", file=sys.stderr)
         return 2
     setup_logging(args.quiet)
-    from clpft.runtime import tune_malloc
+    from clpft.runtime import bound_malloc
 
-    tune_malloc()
+    try:
+        bound_malloc()  # before any tensor: CLPFT_MALLOC's allocator settings (clpft.runtime)
+    except ClpftError as error:
+        print(f"clpft: error: {error}", file=sys.stderr)
+        return 2
     from clpft import precision
 
     try:

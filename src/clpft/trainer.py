@@ -13,6 +13,7 @@ from clpft.checkpoints import mark_complete, rotate
 from clpft.collator import CLPDataCollator
 from clpft.errors import ClpftError
 from clpft.faults import kill_point
+from clpft.runtime import release_freed
 
 KEEP_CHECKPOINTS = 2  # complete checkpoints kept while training (older ones are removed)
 
@@ -69,6 +70,7 @@ def trainer_classes():
             self.batches_by_epoch[epoch] = self.batches_by_epoch.get(epoch, 0) + 1
             self.rows_by_epoch[epoch] = self.rows_by_epoch.get(epoch, 0) + len(inputs["query_input_ids"])
             loss = super().training_step(model, inputs, *args, **kwargs)
+            release_freed()  # this step's activations were just freed (clpft.runtime, CLPFT_MALLOC=trim)
             if not torch.isfinite(loss).all():
                 raise NonFiniteLoss(
                     f"the loss became {loss.item()} at step {self.state.global_step + 1}; stopped "

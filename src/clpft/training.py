@@ -35,6 +35,7 @@ from clpft.options import PRECISIONS, TrainConfig
 from clpft.precision import autocast
 from clpft.precision import resolve as resolve_precision
 from clpft.preparation import prepare_model
+from clpft.runtime import bound_malloc
 from clpft.validation import ValidationRanking, count_own_queries, split_validation
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ def train_model(
             "--moe-lr is the MoE layers' learning rate when every weight trains: it needs --moe intermediate "
             "or output and --train-only all (otherwise --lr is theirs)"
         )
+    bound_malloc()  # as the `clpft` command does (CLPFT_MALLOC; clpft.runtime)
     set_seed(config.seed)
     trainable, total = prepare_model(model, config)
     print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.1f}%)", flush=True)
