@@ -86,6 +86,32 @@ def test_vectorised_dispatch_matches_per_token_loop(experts, k):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("autocast", [False, True])
+@pytest.mark.parametrize("experts,k,bias", [(2, 1, True), (2, 1, False), (4, 2, True), (4, 2, False)])
+def test_no_grad_forward_is_bit_identical_to_the_training_forward(experts, k, bias, autocast):
+    """Without gradients the top-1 path skips multiplying by its gates (all exactly 1): the outputs must not
+    move by a bit, in fp32 or under bf16 autocast (where the layer's output keeps its input's dtype)."""
+    torch.manual_seed(0)
+    moe = MoELinear.from_dense(nn.Linear(8, 12, bias=bias), num_experts=experts, experts_per_token=k)
+    with torch.no_grad():
+        moe.weight.add_(torch.randn_like(moe.weight))
+        moe.router.weight.normal_()
+    x = torch.randn(5, 7, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.no_grad():
+            evaluated = moe(x)
+        trained = moe(x.clone().requires_grad_())
+    assert evaluated.dtype == trained.dtype == x.dtype
+    assert torch.equal(evaluated, trained.detach())
+    trained.float().sin().sum().backward()  # the Function writing slots back to tokens passes gradients on
+    assert moe.weight.grad.abs().sum() > 0 and moe.router.weight.grad.abs().sum() > 0
+
+
+def test_empty_input():
+    moe = MoELinear.from_dense(nn.Linear(8, 12))
+    assert moe(torch.randn(0, 8)).shape == (0, 12)
+
+
 def test_router_and_experts_get_gradients_with_top1():
     torch.manual_seed(0)
     moe = MoELinear.from_dense(nn.Linear(8, 12), num_experts=2, experts_per_token=1)

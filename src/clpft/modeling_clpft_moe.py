@@ -21,6 +21,33 @@ from torch import nn
 from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel, XLMRobertaConfig, XLMRobertaModel
 
 
+class _SlotsToTokens(torch.autograd.Function):
+    """Write each expert's output rows to their tokens' places: ``out[index_e] = y_e`` (or ``+=`` when a
+    token has several experts). Backward is the gather ``grad_out[index_e]``. Written as a Function
+    because ``index_copy`` into a buffer makes autograd also clone the whole output's gradient for the
+    buffer, which nothing needs (one full activation copy per expert per layer)."""
+
+    @staticmethod
+    def forward(ctx, like, width, accumulate, indices, *outputs):
+        # ``like``: the layer's input; the output takes its dtype and device, as the dense layer's would.
+        make = like.new_zeros if accumulate else like.new_empty
+        out = make(like.shape[0], width)
+        dtype = out.dtype
+        for index, y in zip(indices, outputs):
+            if accumulate:
+                out.index_add_(0, index, y.to(dtype))
+            else:
+                out.index_copy_(0, index, y.to(dtype))
+        ctx.indices = indices
+        ctx.output_dtypes = [y.dtype for y in outputs]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grads = [grad_out.index_select(0, index).to(dt) for index, dt in zip(ctx.indices, ctx.output_dtypes)]
+        return (None, None, None, None, *grads)
+
+
 class MoELinear(nn.Module):
     """A linear layer split into ``num_experts`` experts with a learned top-k token router.
 
@@ -101,25 +128,31 @@ class MoELinear(nn.Module):
         # Group token slots by expert with one sort, then run one matmul per expert on its rows.
         # The loop is over experts (2-8), never over tokens. The gate scales each expert's *input* rows
         # (g * (W x + b) = W (g x) + g b): in_features wide instead of out_features (4x less for the
-        # intermediate layer), and each expert writes straight into the output: no concatenation.
+        # intermediate layer).
         flat_experts = experts.reshape(-1)
         order = flat_experts.argsort(stable=True)
         token_of_slot = torch.arange(x.shape[0], device=x.device).repeat_interleave(self.experts_per_token)[order]
         counts = torch.bincount(flat_experts, minlength=self.num_experts).tolist()
         slot_gates = gates.reshape(-1, 1)[order].to(x.dtype)
-        rows = x.index_select(0, token_of_slot) * slot_gates
-        accumulate = self.experts_per_token > 1
-        out = x.new_zeros(x.shape[0], self.out_features) if accumulate else x.new_empty(x.shape[0], self.out_features)
+        rows = x.index_select(0, token_of_slot)
+        # With one expert per token every gate is exactly 1 (a softmax over one logit, times p / p), so
+        # where no gradient is wanted the two multiplications by it are skipped: same bits, two fewer
+        # passes over the activations (evaluation and encoding).
+        gates_are_one = self.experts_per_token == 1 and not torch.is_grad_enabled()
+        if not gates_are_one:
+            rows = rows * slot_gates
+        outputs, indices = [], []
         start = 0
         for expert, count in enumerate(counts):
             if count:
                 part = slice(start, start + count)
                 y = F.linear(rows[part], self.weight[expert])
                 if self.bias is not None:
-                    y = y + slot_gates[part] * self.bias[expert]
-                index = token_of_slot[part]
-                out = out.index_add(0, index, y) if accumulate else out.index_copy(0, index, y)
+                    y = y + (self.bias[expert] if gates_are_one else slot_gates[part] * self.bias[expert])
+                outputs.append(y)
+                indices.append(token_of_slot[part])
             start += count
+        out = _SlotsToTokens.apply(x.detach(), self.out_features, self.experts_per_token > 1, indices, *outputs)
         return out.reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
