@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,16 +14,11 @@ from safetensors.torch import load_file
 
 from clpft.checkpoints import MARKER, incomplete_reason, last_complete_checkpoint, mark_complete, rotate
 from clpft.cli import main
-from conftest import SHARED_DATA
-
-HARNESS = Path(__file__).resolve().parents[1] / "benchmarks" / "fault_injection.py"
+from conftest import SHARED_DATA, load_benchmark
 
 
 def harness():
-    spec = importlib.util.spec_from_file_location("fault_injection", HARNESS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("fault_injection")
 
 
 def fake_checkpoint(root: Path, step: int, complete: bool = True) -> Path:

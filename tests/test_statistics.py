@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from clpft.evaluation.statistics import bootstrap_ci, paired_randomization_test
+from conftest import load_benchmark
 
 
 def test_exact_randomization_p_values():
@@ -58,11 +57,7 @@ def _metrics_file(path, per_query: dict[str, float], base: dict[str, float] | No
 def test_main_job_comparison_tests_each_model_against_the_run(tmp_path):
     """benchmarks/main_job.py --compare: every other model is tested, query by query, against the run's
     fine-tuned model; with 4 queries the p-values are exact (2^4 sign flips)."""
-    spec = importlib.util.spec_from_file_location(
-        "main_job", Path(__file__).resolve().parents[1] / "benchmarks" / "main_job.py"
-    )
-    main_job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(main_job)
+    main_job = load_benchmark("main_job")
     run = tmp_path / "run"
     run.mkdir()
     _metrics_file(
