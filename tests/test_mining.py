@@ -139,6 +139,16 @@ def test_token_budget_batches_cover_every_text_once_within_budget():
     assert flat == sorted(flat, reverse=True)  # longest first: similar lengths share a batch
 
 
+def test_token_lengths_in_chunks_are_the_whole_corpus_lengths(tiny_model):
+    from clpft.mining.encode import token_lengths
+
+    texts = [("word " * n).strip() for n in (1, 30, 3, 12, 7, 60, 2, 25, 0)]
+    whole = [len(ids) for ids in tiny_model.tokenizer(texts, truncation=True, max_length=20)["input_ids"]]
+    assert max(whole) == 20 and min(whole) == 2  # some cut at the limit, the empty text is [CLS] [SEP]
+    assert token_lengths(tiny_model.tokenizer, texts, 20, chunk=2) == whole
+    assert token_lengths(tiny_model.tokenizer, [], 20) == []
+
+
 def test_budgeted_encoding_equals_sentence_transformers(tiny_model):
     import numpy as np
 
