@@ -174,6 +174,13 @@ def main() -> int:
         "mine": [],
     }
 
+    def mine(size: int) -> tuple[Path, dict]:
+        """`clpft mine` on the corpus of ``size`` passages: its train.jsonl and its timing."""
+        folder = build_dataset(Path(args.data), size, work / f"corpus-{size}")
+        train_file = work / f"train-{size}.jsonl"
+        command = [*clpft_cli, "mine", "--data", str(folder), "--out", str(train_file), "--overwrite", "--quiet"]
+        return train_file, timed(command)
+
     def save() -> None:
         write_json(out.with_suffix(".json"), report)
         write_text(out.with_suffix(".md"), markdown(report))
@@ -182,13 +189,9 @@ def main() -> int:
         if size in done:
             report["mine"].append(done[size])
             continue
-        folder = build_dataset(Path(args.data), size, work / f"corpus-{size}")
-        train_file = work / f"train-{size}.jsonl"
         print(f"mining {size:,} passages", flush=True)
-        row = {
-            "docs": size,
-            **timed([*clpft_cli, "mine", "--data", str(folder), "--out", str(train_file), "--overwrite", "--quiet"]),
-        }
+        train_file, timing = mine(size)
+        row = {"docs": size, **timing}
         row["rows"] = sum(1 for _ in train_file.open())
         report["mine"].append(row)
         print(row, flush=True)
@@ -211,8 +214,7 @@ def main() -> int:
         else:
             train_file = work / f"train-{largest['docs']}.jsonl"
             if not train_file.is_file():  # a resumed run: the cached mining's file is in another work folder
-                folder = build_dataset(Path(args.data), largest["docs"], work / f"corpus-{largest['docs']}")
-                timed([*clpft_cli, "mine", "--data", str(folder), "--out", str(train_file), "--overwrite", "--quiet"])
+                mine(largest["docs"])
             model = work / "model"
             command = [*clpft_cli, "train", "--train", str(train_file), "--out", str(model), "--overwrite", "--quiet"]
             command += ["--max-steps", str(args.train_steps), "--no-guard", "--val-fraction", "0"]
