@@ -124,8 +124,10 @@ def row_key(row: str, dataset: str, data: Path, command: list[list[str]], with_c
         "versions": versions(with_clpft),
     }
     if row in CLPFT_ROWS:
-        parts["defaults"] = dataclasses.asdict(TrainConfig(preset="paper" if row == "paper" else "clpft"))
-        parts["presets"] = {name: dataclasses.asdict(p) for name, p in PRESETS.items()}
+        # Only the row's own preset: a change to the default's preset leaves the paper rows' results as they are.
+        preset = "paper" if row == "paper" else "clpft"
+        parts["defaults"] = dataclasses.asdict(TrainConfig(preset=preset))
+        parts["preset"] = dataclasses.asdict(PRESETS[preset])
     if row == "st-recipe":
         parts["recipe"] = hashlib.sha256((HERE / "st_recipe.py").read_bytes()).hexdigest()
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

@@ -205,10 +205,11 @@ class TrainConfig:
         range=Range(1, integer=True, also=(-1,), meaning="all epochs"),
     )
     logging_steps: int = 0  # 0: about 20 log lines per run
-    gradcache_mini_batch: int = option(
-        0,
-        "> 0: GradCache (CachedCLPLoss), embedding this many texts at a time: large batches in small memory, "
-        "same gradients",
+    gradcache_mini_batch: int | None = option(
+        None,
+        "> 0: GradCache (CachedCLPLoss), embedding this many texts of a column at a time: large batches in "
+        "small memory, same gradients; 0: off",
+        preset=True,
         range=NON_NEGATIVE_COUNT,
     )
     save_steps: int = option(

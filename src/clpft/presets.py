@@ -22,7 +22,10 @@ worse than the start, chosen on validation splits carved from training queries o
   on 647 of 809 queries where sentence-transformers' recipe trains on all of them, and its validation
   curve was still rising at the last step (benchmarks/results/quality/quality.md); the smaller split
   widens the guard's standard error, which the one-standard-error rule answers by staying nearer the
-  start, so a noisy split costs in-domain gain, never safety.
+  start, so a noisy split costs in-domain gain, never safety;
+- GradCache (``CachedCLPLoss``, 8 texts of a column embedded at a time): the same loss and gradients in
+  exact arithmetic, and on a CPU the same step time in about half the peak memory: the batch's 40 passages
+  are embedded twice, once without a graph, but never all at once (benchmarks/results/speed.md).
 
 λ stays at the paper's 0.1 (a sweep found no λ or own-query source that helped beyond noise; at 0.1 the
 penalty's gradient is a few percent of InfoNCE's, benchmarks/clp_gradients.py). When only the MoE or
@@ -52,6 +55,7 @@ class Preset:
     warmup_ratio: float = 0.1
     val_fraction: float = 0.0  # > 0: the guard's validation split (clpft.guard)
     merge: str = "none"  # "auto": α chosen on the validation split
+    gradcache_mini_batch: int = 0  # > 0: CachedCLPLoss, this many texts of a column embedded at a time
 
     def values(self, train_only: str | None = None) -> dict[str, float | str]:
         """The TrainConfig fields this preset sets, for a run that trains ``train_only`` (default: its own)."""
@@ -67,6 +71,7 @@ class Preset:
             "warmup_ratio": self.warmup_ratio,
             "val_fraction": self.val_fraction,
             "merge": self.merge,
+            "gradcache_mini_batch": self.gradcache_mini_batch,
         }
 
 
@@ -87,6 +92,7 @@ PRESETS: dict[str, Preset] = {
         grad_accum=1,
         val_fraction=0.1,
         merge="auto",
+        gradcache_mini_batch=8,
     ),
 }
 DEFAULT_PRESET = "clpft"
