@@ -104,6 +104,12 @@ def main() -> None:
     tuned_state = {name: p.detach().clone() for name, p in tuned.named_parameters() if name in start_state}
     if set(tuned_state) != set(start_state):
         raise SystemExit("the saved model's weights do not match the rebuilt start's (another model or MoE layout)")
+    saved_alpha = guard.get("merge_alpha")
+    if saved_alpha:
+        # The guard saved a merge θ_s = (1 - α_s) θ_start + α_s θ_best: its best step is rebuilt as
+        # θ_start + (θ_s - θ_start) / α_s (to float rounding), so every α below is relative to the best step,
+        # as the guard's recorded scores are; the validation column checks the rebuilt state against them.
+        tuned_state = blend(start_state, tuned_state, 1.0 / saved_alpha)
     datasets = [data, *map(Path, args.zero_shot)]
     work = Path(args.work) / run.resolve().parent.name / run.name
     rows = []
@@ -114,7 +120,8 @@ def main() -> None:
         load_state(tuned, blend(start_state, tuned_state, alpha))
         if config.get("val_fraction"):
             row["validation"] = validation_score(tuned, run, config, data)
-        if alpha in (0.0, 1.0) and not args.with_ends:
+        # α 1 is the run's own saved model (the quality row has its test scores) unless the guard saved a merge.
+        if (alpha == 0.0 or (alpha == 1.0 and not saved_alpha)) and not args.with_ends:
             print(json.dumps(row), flush=True)
             rows.append(row)
             continue
@@ -132,11 +139,17 @@ def main() -> None:
         "",
         f"`python benchmarks/merge_curve.py {' '.join(sys.argv[1:])}`",
         "",
-        f"Run: `{run}` (the guard saved: {guard.get('chosen')}). θ(α) = (1 - α) θ_start + α θ_saved (step "
-        f"{guard.get('best_step')}); α 0 is the untouched model, α 1 the saved one. validation: the run's own split "
+        f"Run: `{run}` (the guard saved: {guard.get('chosen')}). θ(α) = (1 - α) θ_start + α θ_best (step "
+        f"{guard.get('best_step')}"
+        + (
+            f", rebuilt from the saved merge as θ_start + (θ_saved - θ_start) / {saved_alpha:g}"
+            if saved_alpha
+            else ", the saved model"
+        )
+        + "); α 0 is the untouched model. validation: the run's own split "
         "(what the guard chose on), recomputed here, beside what the guard recorded; test: `clpft eval`, nDCG@10, "
-        "and the change against α 0 (with `--with-ends`; without it α 0 and 1 are the quality benchmark's base "
-        "row and the run's own row).",
+        "and the change against α 0 (with `--with-ends`; without it α 0 is the quality benchmark's base row, and "
+        "α 1 the run's own row where the guard saved the best step).",
         "",
         "| α | validation (recomputed / guard) | " + " | ".join(f"{d.name} test | change" for d in datasets) + " |",
         "|---|---|" + "---|---|" * len(datasets),
