@@ -120,6 +120,20 @@ def test_training_changes_only_moe_layers(tiny_model, loss, batch_size, gradcach
     assert new and all("intermediate.dense" in n for n in new)
 
 
+def test_the_default_preset_trains_with_gradcache_and_the_paper_preset_without(tiny_model):
+    """GradCache (8 texts of a column at a time) is the clpft preset's; --preset paper and 0 keep the plain loss."""
+    from clpft.losses import CachedCLPLoss, CLPLoss
+    from clpft.training import make_loss
+
+    default = make_loss(tiny_model, TrainConfig())
+    assert isinstance(default, CachedCLPLoss) and default.mini_batch_size == 8
+    assert default.penalty_weight == pytest.approx(0.1)
+    for config in (TrainConfig(preset="paper"), TrainConfig(gradcache_mini_batch=0)):
+        loss = make_loss(tiny_model, config)
+        assert type(loss) is CLPLoss
+    assert type(make_loss(tiny_model, TrainConfig(loss="mnrl"))).__name__ == "MultipleNegativesRankingLoss"
+
+
 def test_train_all_without_moe(tiny_model):
     before = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
     config = TrainConfig(
