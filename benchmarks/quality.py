@@ -43,6 +43,10 @@ TRIED_ROWS = {
         "the default with 3 epochs: at 2 epochs SciFact's best validation step was the last one",
         ["--epochs", "3"],
     ),
+    "default-fp32": (
+        "the default with --precision fp32: what a CPU without native bf16 computes (auto is fp32 there)",
+        ["--precision", "fp32"],
+    ),
 }
 CLPFT_ROWS = ("default", "paper", *TRIED_ROWS)  # rows that are one `clpft run`
 ZERO_SHOT = ("scifact", "cranfield")  # models trained on the first, evaluated on the second's test split

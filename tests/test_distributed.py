@@ -15,17 +15,24 @@ import torch.multiprocessing as mp
 
 from clpft.losses import CachedCLPLoss, CLPLoss
 
-B, K, M, D = 3, 2, 2, 8  # per process: queries, negatives per query, own queries per negative, dim
+B, K, M, D = (
+    3,
+    2,
+    2,
+    8,
+)  # per process: queries (process 1: one fewer), negatives per query, own queries per negative, dim
 Q = 5  # own-query rows per process
 SETTINGS = [("plain", 0.0), ("plain", 0.5), ("cached", 0.0), ("cached", 0.5)]
 
 
 def half(rank: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-    """Process ``rank``'s part: embeddings [queries, positives, negatives_1..K], own-query embeddings, labels."""
+    """Process ``rank``'s part: embeddings [queries, positives, negatives_1..K], own-query embeddings, labels.
+    Process 1 holds one row fewer, as in the last step of an epoch whose rows do not divide evenly."""
     g = torch.Generator().manual_seed(100 + rank)
-    columns = [torch.randn(B, D, generator=g) for _ in range(2 + K)]
+    rows = B - rank
+    columns = [torch.randn(rows, D, generator=g) for _ in range(2 + K)]
     own_queries = torch.randn(Q, D, generator=g)
-    labels = torch.randint(-1, Q, (B, K, M), generator=g)
+    labels = torch.randint(-1, Q, (rows, K, M), generator=g)
     if rank == 1:
         labels[:] = -1  # a process with a single known negative: the global mean is not the mean of means
         labels[0, 0, 0] = 3

@@ -213,33 +213,26 @@ def test_one_standard_error_rule_prefers_the_candidate_closest_to_the_start():
     assert choose([Candidate(0.5, 0.0, "start"), Candidate(0.5, 1.0, "step 2")]).label == "start"
 
 
-def test_every_evaluation_of_the_guard_stays_within_its_budget(monkeypatch):
-    """A fake clock: a training step and an evaluation take one second each. With step 0, the last step and
-    three merges to pay for, the evaluations in between get what is left of 15%, so all of them together
-    stay within 15% of the training time (scheduling on the share alone spent 20% here)."""
-    import clpft.guard as guard_module
+def test_the_guard_evaluates_the_planned_steps_and_stays_within_its_budget():
+    """An evaluation costing one step's work: with step 0, the last step and three merges to pay for, 10 of
+    the 15 evaluations that 15% of 100 steps affords run in between, spread over the run."""
+    from clpft.guard import plan_evaluations
 
-    clock = [0.0]
-    monkeypatch.setattr(guard_module.time, "perf_counter", lambda: clock[0])
-
-    def evaluate():
-        clock[0] += 1.0
-        return {"ndcg@10": 0.5 + clock[0] / 1000}  # every state a little better: the merges are scored
-
-    model = torch.nn.Linear(2, 1)
-    guard = Guard(model, evaluate, budget_share=0.15, closing_evaluations=4)
-    guard.score_start()
-    guard.begin()
     steps = 100
+    planned = plan_evaluations(steps, evaluation_cost_in_steps=1.0, budget_share=0.15, closing_evaluations=4)
+    assert planned == [9, 18, 27, 36, 45, 55, 64, 73, 82, 91]
+    assert plan_evaluations(steps, 4.0, 0.15, 4) == []  # the reserved evaluations alone exceed the share
+    assert plan_evaluations(steps, 0.01, 0.15, 4) == list(range(1, steps))  # at most every step
+
+    scores = iter([0.5 + i / 1000 for i in range(100)])  # every state a little better: the merges are scored
+    model = torch.nn.Linear(2, 1)
+    guard = Guard(model, lambda: {"ndcg@10": next(scores)}, planned_steps=planned)
+    guard.score_start()
     for step in range(1, steps + 1):
-        clock[0] += 1.0
-        guard.after_step(step, steps)
-    result = guard.finish(steps, "auto", training_seconds=float(steps))
-    in_training = [h["step"] for h in guard.history if 0 < h["step"] < steps]
-    assert len(in_training) >= 5  # the budget left is spent, spread over the run
-    assert in_training[0] > 10 and in_training[-1] > 80
-    assert result.eval_seconds == 1 + len(in_training) + 1 + 3
-    assert result.eval_share <= 0.15
+        guard.after_step(step)
+    guard.finish(steps, "auto", training_seconds=float(steps))
+    assert [h["step"] for h in guard.history] == [0, *planned, steps]
+    assert 1 + len(planned) + 1 + 3 <= 0.15 * steps
 
 
 def test_closing_evaluations_count_the_merges_finish_scores():
@@ -249,3 +242,48 @@ def test_closing_evaluations_count_the_merges_finish_scores():
     assert closing_merges(0.5) == 1
     assert closing_merges("none") == 0
     assert closing_merges("auto", select=False) == 0
+
+
+def test_a_slower_machine_evaluates_the_same_steps_and_saves_the_same_model(tiny_model_dir, monkeypatch):
+    """The same training twice, once with every step slowed by a sleep (a busy machine): the guard plans its
+    evaluations from counted work, so it scores the same steps and saves bit-identical weights. When it
+    scheduled on time, the slowed run evaluated more often and kept another state."""
+    import time
+
+    from clpft import trainer as trainer_module
+
+    words = ["protein cell", "cancer risk", "vitamin heart", "blood brain", "wing flow", "air pressure", "sun moon"]
+    topics = [f"{words[i % 7]} and {words[i // 7]}" for i in range(40)]
+    rows = [
+        TrainExample(
+            f"what is {topic}", [f"the study of {topic}"], [f"the study of {topics[(i + 1) % 40]}"] * 2, [[], []]
+        )
+        for i, topic in enumerate(topics)
+    ]
+    original = trainer_module.trainer_classes
+
+    def train(delay: float):
+        def slowed():
+            trainer_class, epoch_callback, guard_callback = original()
+
+            class SlowGuardCallback(guard_callback):
+                def on_step_end(self, args, state, control, **kwargs):
+                    time.sleep(delay)
+                    return super().on_step_end(args, state, control, **kwargs)
+
+            return trainer_class, epoch_callback, SlowGuardCallback
+
+        monkeypatch.setattr(trainer_module, "trainer_classes", slowed)
+        model = clpft.load_model(str(tiny_model_dir))
+        config = TrainConfig(
+            num_negatives=2, val_fraction=0.2, epochs=4, batch_size=4, learning_rate=1e-3, eval_budget=0.3, seed=3
+        )
+        result = train_model(model, rows, config, show_progress=False)
+        return {name: value.clone() for name, value in model.state_dict().items()}, result
+
+    quick_weights, quick = train(0.0)
+    slow_weights, slow = train(0.3)
+    assert [h["step"] for h in slow.val_history] == [h["step"] for h in quick.val_history]
+    assert slow.guard["chosen"] == quick.guard["chosen"]
+    assert all(torch.equal(quick_weights[name], slow_weights[name]) for name in quick_weights)
+    assert slow.guard["plan"] == quick.guard["plan"] and quick.guard["plan"]["planned_steps"]

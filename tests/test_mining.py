@@ -194,3 +194,58 @@ def test_speed_benchmark_search_part(tmp_path):
     assert [r["backend"] for r in report["search"]] == ["faiss", "torch"]
     assert all(r["docs"] == 3000 and r["seconds"] >= 0 for r in report["search"])
     assert "Mining search" in out.with_suffix(".md").read_text()
+
+
+def _with_copies_of_positives(folder):
+    """The tiny dataset plus, for every training positive, a copy of its passage under another id with case
+    and spacing changed (real collections hold such duplicates)."""
+    import json
+
+    corpus_file = folder / "corpus.jsonl"
+    docs = [json.loads(line) for line in corpus_file.read_text().splitlines()]
+    copies = [
+        {"_id": f"copy-{d['_id']}", "title": d["title"].upper(), "text": "  " + d["text"].replace(" ", "  ")}
+        for d in docs
+        if d["_id"] in {"d1", "d2", "d3", "d4", "d5", "d6"}
+    ]
+    corpus_file.write_text("".join(json.dumps(d) + "\n" for d in docs + copies))
+    return folder
+
+
+@pytest.mark.parametrize("strategy", ["ance", "random"])
+def test_a_copy_of_a_positive_is_never_a_negative(tiny_model_dir, tiny_beir, tmp_path, strategy):
+    """Through `clpft mine`: the copies are skipped and counted in train.jsonl.stats.json."""
+    import json
+
+    from clpft.cli import main
+    from clpft.data.texts import text_key
+
+    data = _with_copies_of_positives(tiny_beir)
+    out = tmp_path / "train.jsonl"
+    argv = ["mine", "--data", str(data), "--out", str(out), "--model", str(tiny_model_dir), "--quiet"]
+    assert main([*argv, "--strategy", strategy, "--num-negatives", "16"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    for row in rows:
+        positives = {text_key(p) for p in row["pos"]}
+        assert not positives & {text_key(n) for n in row["neg"]}, row["query_id"]
+    stats = json.loads((tmp_path / "train.jsonl.stats.json").read_text())
+    # ANCE ranks the whole corpus past 16 negatives here, so it meets every copy; each query's own copies
+    expected = sum(len(row["pos"]) for row in rows)
+    assert stats["copies_of_positives_skipped"] == expected
+
+
+def test_a_rows_negative_that_copies_its_positive_is_left_out_of_training():
+    """A file mined elsewhere (FlagEmbedding's layout) with a positive's copy among the negatives."""
+    from clpft.collator import build_dataset
+    from clpft.data.trainset import TrainExample
+
+    rows = [
+        TrainExample("q one", ["The answer."], ["the  ANSWER.", "n1", "n2"], [["x"], ["y"], []]),
+        TrainExample("q two", ["Other."], ["n3", "n4", "n5"], [[], [], []]),
+    ]
+    dataset, skipped = build_dataset(rows, num_negatives=2)
+    assert skipped == 0
+    assert [dataset[0]["negative_1"], dataset[0]["negative_2"]] == ["n1", "n2"]
+    assert dataset[0]["own_queries"] == [["y"], []]
+    short, skipped = build_dataset(rows, num_negatives=3)
+    assert skipped == 1 and short["query"] == ["q two"]

@@ -5,6 +5,7 @@ limits) together with the negatives' own queries, which CLPLoss reads through th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 from sentence_transformers import SentenceTransformer
 
+from clpft.data.texts import text_key
 from clpft.data.trainset import TrainExample
 from clpft.errors import ClpftError
 
@@ -27,16 +29,27 @@ def build_dataset(examples: list[TrainExample], num_negatives: int = 4):
     counts once per epoch as in the paper), negative_1..negative_k and own_queries (one list of
     queries per negative).
 
-    Rows need exactly k negatives (the loss stacks them); examples with fewer are skipped and
-    counted, extra negatives beyond k are not used."""
+    A negative whose text (``text_key``: case and spacing aside) is one of the row's own positives is left
+    out (a file mined elsewhere from a collection with duplicated passages has them): training on it would
+    push the query away from its answer. Rows need exactly k negatives (the loss stacks them); examples
+    with fewer are skipped and counted, extra negatives beyond k are not used."""
     from datasets import Dataset
 
     columns: dict[str, list] = {"query": [], "positives": []}
     for j in range(num_negatives):
         columns[f"negative_{j + 1}"] = []
     columns[OWN_QUERIES] = []
-    skipped = 0
+    skipped = copies = 0
     for example in examples:
+        positive_texts = {text_key(p) for p in example.pos}
+        if any(text_key(n) in positive_texts for n in example.neg):
+            kept = [j for j, n in enumerate(example.neg) if text_key(n) not in positive_texts]
+            copies += len(example.neg) - len(kept)
+            example = dataclasses.replace(
+                example,
+                neg=[example.neg[j] for j in kept],
+                own_queries=[example.own_queries[j] if j < len(example.own_queries) else [] for j in kept],
+            )
         if len(example.neg) < num_negatives:
             skipped += 1
             continue
@@ -45,6 +58,8 @@ def build_dataset(examples: list[TrainExample], num_negatives: int = 4):
         for j in range(num_negatives):
             columns[f"negative_{j + 1}"].append(example.neg[j])
         columns[OWN_QUERIES].append([list(qs) for qs in example.own_queries[:num_negatives]])
+    if copies:
+        logger.warning("left out %d negatives that are copies of their own row's positive", copies)
     if skipped:
         logger.warning("skipped %d training queries with fewer than %d negatives", skipped, num_negatives)
     if not columns["query"]:

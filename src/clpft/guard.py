@@ -2,11 +2,12 @@
 the start, optionally merged with the start in weight space.
 
 With a validation split (``--val-fraction``), the untouched model is scored at step 0 and the training
-model again during training, on a schedule that keeps *all* of the guard's evaluations under a share of the
-training time (``--eval-budget``, 15% by default). The evaluations that always run (step 0, the last step and
-one per merge) are reserved first, against the training time projected from the steps done so far; after
-each optimizer step an evaluation runs when the time spent evaluating during training plus the last
-evaluation's cost stays within what is left of the share of the time spent training. When the reserved
+model again during training, at steps fixed before training starts (``plan_evaluations``) so that *all* of
+the guard's evaluations cost at most a share of the training's work (``--eval-budget``, 15% by default). The
+work is counted, not timed: an evaluation's cost relative to an optimizer step is the ratio of the tokens they
+process (clpft.training counts them), so the same command with the same seed evaluates the same steps, and
+saves the same model, on a busy machine or an idle one. The evaluations that always run (step 0, the last
+step and one per merge) are reserved first; the rest are spread evenly over the run. When the reserved
 evaluations alone exceed the share, none runs in between.
 Each new best state is copied (only the weights that train, so for MoE-only training a third of MiniLM).
 At the end the candidates are the start, the best step and, with ``--merge auto``, the weight-space
@@ -28,6 +29,7 @@ choosing (no validation split needed).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -72,6 +74,9 @@ class GuardResult:
     eval_share: float = 0.0  # evaluation time / training time
     early_stopped_at: int | None = None
     best_candidate: str | None = None  # the highest validation score (chosen differs: within one standard error)
+    # how the evaluated steps were fixed before training (clpft.training.evaluation_plan): token counts, an
+    # evaluation's cost in optimizer steps, the planned steps; empty with --eval-steps
+    plan: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -118,6 +123,19 @@ def closing_merges(merge: str | float | None, select: bool = True) -> int:
     return len(merge_alphas(merge)) if select else 0
 
 
+def plan_evaluations(
+    total_steps: int, evaluation_cost_in_steps: float, budget_share: float, closing_evaluations: int
+) -> list[int]:
+    """The optimizer steps to evaluate between step 0 and the last step: as many as the budget leaves once
+    step 0 and the ``closing_evaluations`` are reserved, spread evenly. ``evaluation_cost_in_steps``: what one
+    evaluation costs in optimizer steps (counted work), so the plan depends on the data and the options only."""
+    if total_steps <= 1 or evaluation_cost_in_steps <= 0:
+        return []
+    affordable = budget_share * total_steps / evaluation_cost_in_steps - 1 - closing_evaluations
+    count = min(total_steps - 1, max(0, math.floor(affordable)))
+    return sorted({round(total_steps * i / (count + 1)) for i in range(1, count + 1)} - {0, total_steps})
+
+
 class Guard:
     """Scores the model on the validation split during training and keeps the best state (see the module)."""
 
@@ -125,20 +143,19 @@ class Guard:
         self,
         model: nn.Module,
         evaluate: Callable[[], dict[str, float]] | None,
-        budget_share: float = 0.15,
+        planned_steps: list[int] = (),
         eval_steps: int = 0,
         patience: int = 0,
         precision: Callable[[], AbstractContextManager] = nullcontext,
-        closing_evaluations: int = 1,
     ) -> None:
+        """``planned_steps``: the steps to evaluate (``plan_evaluations``); ``eval_steps`` > 0: every that many
+        steps instead."""
         self.model, self.evaluate, self.precision = model, evaluate, precision
-        # evaluations finish() will run (the last step, one per merge): reserved out of the budget
-        self.closing_evaluations = closing_evaluations
-        self.budget_share, self.eval_steps, self.patience = budget_share, eval_steps, patience
+        self.planned_steps, self.eval_steps, self.patience = set(planned_steps), eval_steps, patience
         self.start = trainable_state(model)
         self.history: list[dict[str, float]] = []
         self.best_step, self.best_score, self.best_state = 0, float("-inf"), None
-        self.eval_seconds, self.last_cost, self.train_started = 0.0, 0.0, None
+        self.eval_seconds, self.last_cost = 0.0, 0.0
         self.evaluations_since_best, self.early_stopped_at = 0, None
         self.start_score, self.step_zero_seconds = None, 0.0
         self.last_per_query = self.start_per_query = self.best_per_query = None
@@ -161,20 +178,12 @@ class Guard:
             self.step_zero_seconds = self.last_cost
             self.best_score, self.best_state = self.start_score, None  # None: the start itself
 
-    def begin(self) -> None:
-        self.train_started = time.perf_counter()
-
-    def after_step(self, step: int, max_steps: int = 0) -> bool:
-        """Called after every optimizer step (of ``max_steps``, 0: unknown); evaluates when the schedule says so.
+    def after_step(self, step: int) -> bool:
+        """Called after every optimizer step; evaluates when the plan says so.
         Returns True to stop early."""
         if self.evaluate is None:
             return False
-        spent = self.eval_seconds - self.step_zero_seconds  # step 0 is paid before training starts
-        training_seconds = time.perf_counter() - (self.train_started or time.perf_counter()) - spent
-        if self.eval_steps:
-            due = step % self.eval_steps == 0
-        else:
-            due = spent + self.last_cost <= self.share_left(step, max_steps, training_seconds) * training_seconds
+        due = step % self.eval_steps == 0 if self.eval_steps else step in self.planned_steps
         if not due:
             return False
         self._consider(step, self.score(step))
@@ -182,13 +191,6 @@ class Guard:
             self.early_stopped_at = step
             return True
         return False
-
-    def share_left(self, step: int, max_steps: int, training_seconds: float) -> float:
-        """The budget's share left for evaluations during training once step 0 and the closing evaluations
-        are reserved, against the whole run's training time projected from the steps done so far."""
-        projected = training_seconds * max_steps / step if max_steps and step else training_seconds
-        reserved = self.step_zero_seconds + self.closing_evaluations * self.last_cost
-        return self.budget_share - reserved / projected if projected > 0 else 0.0
 
     def _consider(self, step: int, score: float) -> None:
         if score > self.best_score:

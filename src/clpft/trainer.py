@@ -83,11 +83,8 @@ def trainer_classes():
         def __init__(self, guard) -> None:
             self.guard = guard
 
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.guard.begin()
-
         def on_step_end(self, args, state, control, **kwargs):
-            if self.guard.after_step(state.global_step, state.max_steps):
+            if self.guard.after_step(state.global_step):
                 control.should_training_stop = True
 
     return Trainer, EpochCallback, GuardCallback

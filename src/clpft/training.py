@@ -28,7 +28,7 @@ from clpft.collator import CLPDataCollator, build_dataset
 from clpft.data.batching import NoFalseNegativesBatchSampler
 from clpft.data.trainset import TrainExample
 from clpft.errors import ClpftError
-from clpft.guard import Guard, closing_merges
+from clpft.guard import Guard, closing_merges, plan_evaluations
 from clpft.losses import CachedCLPLoss, CLPLoss, InfoNCELoss
 from clpft.modeling_clpft_moe import MoELinear
 from clpft.options import PRECISIONS, TrainConfig
@@ -122,6 +122,7 @@ def train_model(
         ValidationRanking(
             val_examples,
             val_corpus,
+            other_examples=examples,
             query_max_tokens=config.query_max_tokens,
             passage_max_tokens=config.passage_max_tokens,
             seed=config.seed,
@@ -146,13 +147,13 @@ def train_model(
     )
     # The sampler decides the batches (with conflicts, more than len(dataset) / batch_size), the trainer
     # takes ceil(batches / world) per process (accelerate's even sharding) and steps every grad_accum.
+    # torchrun sets WORLD_SIZE; the process group itself starts only with the training arguments below.
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     batches = (
-        len(NoFalseNegativesBatchSampler(dataset, config.batch_size, False, seed=config.seed))
+        len(NoFalseNegativesBatchSampler(dataset, config.batch_size, False, seed=config.seed, world_size=world))
         if config.batch_size > 1
         else len(dataset)
     )
-    # torchrun sets WORLD_SIZE; the process group itself starts only with the training arguments below.
-    world = int(os.environ.get("WORLD_SIZE", "1"))
     steps_per_epoch = math.ceil(math.ceil(batches / world) / config.grad_accum)
     total_steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
     if config.save_steps and not config.checkpoint_dir:
@@ -210,14 +211,20 @@ def train_model(
         trainer.add_callback(epoch_callback(collator))
         # The guard (clpft.guard) scores the held-out queries at step 0 and on its time budget, and keeps the
         # best state.
+        plan = (
+            evaluation_plan(
+                model, evaluator, dataset, config, total_steps, uses_own_queries=collator.with_negative_queries
+            )
+            if evaluator is not None and not config.eval_steps
+            else {}
+        )
         guard = Guard(
             model,
             (lambda: evaluator(model)) if evaluator is not None else None,
             precision=lambda: autocast(model.device.type, precision),
-            budget_share=config.eval_budget,
+            planned_steps=plan.get("planned_steps", []),
             eval_steps=config.eval_steps,
             patience=config.patience,
-            closing_evaluations=1 + closing_merges(config.merge, config.guard),
         )
         trainer.add_callback(guard_callback(guard))
         if not show_progress:
@@ -247,6 +254,7 @@ def train_model(
             steps, config.merge, seconds - guard.eval_seconds + guard.step_zero_seconds, select=config.guard
         )
         val_history = guard.history
+        chosen.plan = plan
         final = chosen.final_score if chosen.final_score is not None else float("nan")
         if evaluator is not None:
             print(
@@ -279,6 +287,52 @@ def train_model(
         guard=dataclasses.asdict(chosen),
         precision=precision,
     )
+
+
+def evaluation_plan(
+    model: SentenceTransformer,
+    evaluator: ValidationRanking,
+    dataset,
+    config: TrainConfig,
+    total_steps: int,
+    uses_own_queries: bool,
+) -> dict[str, Any]:
+    """The steps the guard evaluates (``clpft.guard.plan_evaluations``), from counted work rather than time, so
+    that a busier or slower machine evaluates the same steps: an evaluation encodes the validation corpus and
+    queries once (forward only); an optimizer step embeds ``batch_size x grad_accum`` rows (query, one
+    positive, the negatives and, for CLP, their own queries) forward and backward, which costs about three
+    forward passes, four with GradCache (it embeds every text twice). Token counts use the model's tokenizer
+    and length limits, as encoding and the collator do."""
+    from clpft.mining.encode import token_lengths
+
+    tokenizer = model.tokenizer
+    limit = model.max_seq_length or 512
+    query_limit, passage_limit = min(config.query_max_tokens, limit), min(config.passage_max_tokens, limit)
+    evaluation_tokens = sum(token_lengths(tokenizer, list(evaluator.corpus.values()), passage_limit)) + sum(
+        token_lengths(tokenizer, list(evaluator.queries.values()), query_limit)
+    )
+    negatives = [c for c in dataset.column_names if c.startswith("negative_")]
+    row_tokens = sum(token_lengths(tokenizer, dataset["query"], query_limit)) + sum(
+        token_lengths(tokenizer, [positives[0] for positives in dataset["positives"]], passage_limit)
+    )
+    for column in negatives:
+        row_tokens += sum(token_lengths(tokenizer, dataset[column], passage_limit))
+    if uses_own_queries:
+        own = [
+            q for row in dataset["own_queries"] for queries in row for q in queries[: config.max_queries_per_negative]
+        ]
+        row_tokens += sum(token_lengths(tokenizer, own, query_limit)) if own else 0
+    passes = 3 + (config.gradcache_mini_batch > 0)
+    step_tokens = passes * row_tokens / len(dataset) * config.batch_size * config.grad_accum
+    cost = evaluation_tokens / step_tokens
+    closing = 1 + closing_merges(config.merge, config.guard)
+    return {
+        "evaluation_tokens": evaluation_tokens,
+        "step_tokens": round(step_tokens),
+        "evaluation_cost_in_steps": round(cost, 4),
+        "budget_share": config.eval_budget,
+        "planned_steps": plan_evaluations(total_steps, cost, config.eval_budget, closing),
+    }
 
 
 def resume_checkpoint(folder: str | Path) -> Path | None:

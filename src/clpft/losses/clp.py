@@ -145,16 +145,25 @@ class CLPLoss(nn.Module):
         candidates = F.normalize(torch.cat(embeddings[1:]), dim=-1)  # positives first: row i is q_i's
         target = torch.arange(len(queries), device=queries.device)
         rank, world = self._world()
-        if world > 1:
-            from sentence_transformers.util.distributed import all_gather_with_grad
+        if world == 1:
+            return F.cross_entropy(queries @ candidates.T / self.temperature, target)
+        from sentence_transformers.util.distributed import all_gather, all_gather_with_grad
 
-            # Every process holds the same number of rows (the DDP sampler pads), so process r's block
-            # starts at r * len(candidates). Gathered with gradients: a candidate is scored by every
-            # process's queries, and its gradient sums all those terms (the backward all-reduces them).
-            target = target + rank * len(candidates)
-            candidates = all_gather_with_grad(candidates)
+        # Processes can hold different numbers of rows (the last step of an epoch, clpft.data.batching), so
+        # each one's rows are counted, its candidates padded to the largest block for the gather and cut
+        # back after it; process r's block starts after the blocks of processes 0..r-1. Gathered with
+        # gradients: a candidate is scored by every process's queries, and its gradient sums all those
+        # terms (the backward all-reduces them).
+        rows = all_gather(torch.tensor([len(queries)], device=queries.device)).tolist()
+        per_row = len(candidates) // len(queries)  # the positive and the k negatives
+        padded = F.pad(candidates, (0, 0, 0, per_row * (max(rows) - len(queries))))
+        blocks = all_gather_with_grad(padded).split(per_row * max(rows))
+        candidates = torch.cat([block[: per_row * n] for block, n in zip(blocks, rows)])
+        target = target + per_row * sum(rows[:rank])
         scores = queries @ candidates.T / self.temperature
-        return F.cross_entropy(scores, target)
+        # The sum over this process's queries, scaled so that the mean over processes (what DDP's gradient
+        # averaging takes) is the mean over the global batch's queries, whatever each process holds.
+        return F.cross_entropy(scores, target, reduction="sum") * world / sum(rows)
 
     def penalty(self, negatives: list[Tensor], own_query_embeddings: Tensor | None, labels: Tensor | None) -> Tensor:
         """1 - mean cosine between each negative and its own queries (averaged per negative first)."""

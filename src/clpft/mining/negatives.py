@@ -17,6 +17,7 @@ import numpy as np
 from sentence_transformers import SentenceTransformer
 
 from clpft.data.beir import Dataset
+from clpft.data.texts import text_key
 from clpft.data.trainset import TrainExample
 from clpft.errors import ClpftError
 from clpft.faults import kill_point
@@ -38,6 +39,9 @@ class MiningStats:
     seconds: float
     neg_query_sources: dict[str, int] = field(default_factory=dict)
     generation: list[str] = field(default_factory=list)
+    # candidates skipped because their text (case and spacing aside) is one of the query's positives': a
+    # collection's duplicated passage would otherwise train the query away from its own answer
+    copies_of_positives_skipped: int = 0
 
     @property
     def share_with_queries(self) -> float:
@@ -58,6 +62,11 @@ class MiningStats:
             + (
                 f"; {self.dropped_by_score_ratio} candidates dropped by --max-score-ratio"
                 if self.dropped_by_score_ratio
+                else ""
+            )
+            + (
+                f"; {self.copies_of_positives_skipped} candidates skipped as copies of a positive"
+                if self.copies_of_positives_skipped
                 else ""
             )
             + (
@@ -125,7 +134,9 @@ def mine_negatives(
     doc_index = {doc_id: i for i, doc_id in enumerate(doc_ids)}
     relevant_to = queries_of_documents(dataset)
     rng = random.Random(seed)
-    dropped = short = 0
+    dropped = short = copies = 0
+    passage_keys = {d: text_key(doc.full_text) for d, doc in dataset.corpus.items()}
+    passages_per_key = Counter(passage_keys.values())
 
     if strategy == "ance":
         if model is None:
@@ -150,6 +161,7 @@ def mine_negatives(
     for row, query_id in enumerate(query_ids):
         relevant = dataset.relevant(query_id)
         positives = sorted(relevant, key=lambda d: (-dataset.qrels[query_id][d], d))
+        positive_texts = {passage_keys[d] for d in positives}
         if strategy == "ance":
             limit = None
             if max_score_ratio is not None:
@@ -160,6 +172,9 @@ def mine_negatives(
                 doc_id = doc_ids[ranked[row, rank]]
                 if doc_id in relevant:
                     continue
+                if passage_keys[doc_id] in positive_texts:
+                    copies += 1
+                    continue
                 if limit is not None and scores[row, rank] > limit:
                     dropped += 1
                     continue
@@ -167,12 +182,13 @@ def mine_negatives(
                 if len(negatives) == num_negatives:
                     break
         else:
-            pool_size = len(doc_ids) - len(relevant)
-            wanted = min(num_negatives, pool_size)
+            copies_here = sum(passages_per_key[key] for key in positive_texts) - len(relevant)
+            copies += copies_here
+            wanted = min(num_negatives, len(doc_ids) - len(relevant) - copies_here)
             chosen: list[str] = []
             while len(chosen) < wanted:
                 doc_id = doc_ids[rng.randrange(len(doc_ids))]
-                if doc_id not in relevant and doc_id not in chosen:
+                if doc_id not in relevant and doc_id not in chosen and passage_keys[doc_id] not in positive_texts:
                     chosen.append(doc_id)
             negatives = chosen
         short += len(negatives) < num_negatives
@@ -204,6 +220,7 @@ def mine_negatives(
         round(time.perf_counter() - started, 2),
         dict(sorted(sources.items())),
         [s.line() for s in summaries],
+        copies_of_positives_skipped=copies,
     )
     # debug, not info: `clpft mine` and `clpft run` print this line themselves (it is a result, shown under --quiet)
     logger.debug(stats.summary())
