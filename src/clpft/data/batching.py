@@ -137,6 +137,11 @@ class NoFalseNegativesBatchSampler(DefaultBatchSampler):
         ]
         # the processes that train together (None: torch.distributed's, 1 without it)
         self.world_size = world_size or _world_size()
+        if self.world_size > 1:
+            # sentence-transformers turns drop_last on under DDP, against uneven last batches that would hang
+            # a process; this sampler's rounds give every process a batch and the loss allows uneven ones, so
+            # nothing is dropped (accelerate reads this attribute too: with it, the last round is not dealt)
+            self.drop_last = False
         self._epoch_zero = self._pack(self._order(0, 0))
 
     def _order(self, epoch: int, attempt: int) -> list[int]:
