@@ -13,8 +13,15 @@ Three scenarios, on a tiny random BERT and the tests' tiny BEIR folder (so hundr
 - `clpft mine --neg-queries llm` against a fake OpenAI-compatible server on 127.0.0.1, killed after some
   answers are cached, then run again: no cached document is asked again, and train.jsonl is byte-identical.
 
-After every resume no temporary file or folder (``.*.tmp``, ``.*.old``) and no checkpoint without its
-completion marker is left.
+- `clpft run --overwrite --lr 1e-3` over a finished run, killed at each stage of the new run and once
+  interrupted with SIGINT: the old run is never lost (complete in the run folder, or set aside beside it while
+  the new one is unfinished), `--resume` finishes the new run with the new options' result, and after SIGINT
+  the old run is back file for file.
+- two processes writing one `--out` (`clpft mine`, `clpft run`): the second is refused in one line naming the
+  first, and the output is what an undisturbed process writes.
+
+After every resume no temporary file or folder (``.*.tmp``, ``.*.old``, ``.*.replaced``) and no checkpoint
+without its completion marker is left.
 
     python benchmarks/fault_injection.py --out benchmarks/results/fault_injection            # every point
     python benchmarks/fault_injection.py --quick --out /tmp/faults                            # 3 kills
@@ -309,6 +316,108 @@ def llm_scenario(work: Path, data: Path, model: Path, kill_after: int = 3) -> di
         server.close()
 
 
+# (kill point, which pass) for `clpft run --overwrite` over a finished run: one per stage of the new run
+OVERWRITE_POINTS = [
+    ("encode.batch", 1, "overwrite: corpus encoding"),
+    ("mine.searched", 1, "overwrite: mining"),
+    ("checkpoint.unmarked", 1, "overwrite: training"),
+    ("model.saving", 1, "overwrite: final model save"),
+    ("evaluate.encoded", 2, "overwrite: evaluation (fine-tuned)"),
+    ("run.evaluated", 1, "overwrite: report"),
+]
+
+
+def overwrite_scenario(work: Path, run: Scenario, quick: bool) -> list[dict]:
+    """`clpft run --overwrite --lr 1e-3` over a finished run, killed at each stage of the new run (SIGKILL) and
+    interrupted once (SIGINT, Ctrl-C). The old run must never be lost: after a SIGKILL it is complete in the
+    run folder or set aside beside it (``.NAME.replaced``), and `--resume` with the new options finishes with
+    the new options' uninterrupted result; after a SIGINT it is back in the run folder, file for file."""
+    new_options = ["--lr", "1e-3"]
+    reference = work / "overwrite-reference"
+    if clpft([*run.command(reference), *new_options]).returncode != 0:
+        raise SystemExit("overwrite: the uninterrupted run with the new options failed")
+    expected = run.result(reference)
+    rows = []
+    points = OVERWRITE_POINTS[-2:] if quick else OVERWRITE_POINTS
+    for point, nth, stage in [*points, ("SIGINT", 0, "overwrite: Ctrl-C")]:
+        out = work / f"overwrite-{point}-{nth}"
+        if clpft(run.command(out)).returncode != 0:
+            raise SystemExit("overwrite: the first run failed")
+        old = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        aside = out.with_name(f".{out.name}.replaced")
+        command = [*run.command(out), *new_options, "--overwrite"]
+        if point == "SIGINT":
+            process = subprocess.Popen([sys.executable, "-m", "clpft.cli", *command], env=environment())
+            time.sleep(0.5 * run.reference_seconds)
+            process.send_signal(2)
+            killed = process.wait() == 130
+            now = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+            row = {"scenario": "run --overwrite", "stage": stage, "point": "SIGINT mid-run", "killed": killed}
+            row |= {"resumed": True, "equal": now == old, "leftovers": leftovers(out) + ([aside.name] * aside.exists())}
+        else:
+            killed = clpft(command, kill=f"{point}:{nth}").returncode == -9
+            holder = aside if aside.is_dir() else out
+            old_kept = (holder / "metrics.json").is_file() and same_metrics(run.result(holder), run.reference)
+            resumed = clpft([*run.command(out), *new_options, "--resume"])
+            row = {"scenario": "run --overwrite", "stage": stage, "point": f"{point}:{nth}", "killed": killed}
+            row["resumed"] = resumed.returncode == 0 and old_kept
+            row["equal"] = resumed.returncode == 0 and same_metrics(run.result(out), expected)
+            row["leftovers"] = leftovers(out) + [aside.name] * aside.exists()
+            row["old_run_kept"] = old_kept
+            if resumed.returncode != 0:
+                row["error"] = (resumed.stderr.strip().splitlines() or ["?"])[-1]
+        row["survived"] = row["killed"] and row["resumed"] and row["equal"] and not row["leftovers"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def concurrency_scenario(work: Path, data: Path, model: Path) -> list[dict]:
+    """Two processes writing one output at once (`clpft mine`, then `clpft run`): one writes it, the other is
+    refused in one line naming the first; the output is the one an undisturbed process writes."""
+    mine_flags = ["--data", str(data), "--model", str(model), "--num-negatives", "2", "--quiet"]
+    commands = {
+        "mine": lambda out: ["mine", *mine_flags, "--out", str(out / "train.jsonl")],
+        "run": run_scenario(work, data, model).command,
+    }
+    outputs = {
+        "mine": lambda out: (out / "train.jsonl").read_bytes(),
+        "run": lambda out: json.loads((out / "metrics.json").read_text())["finetuned"]["per_query"],
+    }
+    rows = []
+    for name, command in commands.items():
+        out, reference = work / f"concurrent-{name}", work / f"concurrent-{name}-reference"
+        for folder in (out, reference):
+            folder.mkdir(parents=True, exist_ok=True)
+        first = subprocess.Popen(
+            [sys.executable, "-m", "clpft.cli", *command(out)],
+            env=environment(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(3.0)  # the first holds the lock by now (it takes it before loading anything)
+        second = clpft(command(out))
+        first.wait(timeout=900)
+        clpft(command(reference))
+        refused = second.returncode == 2 and "being written by process" in second.stderr
+        same = outputs[name](out)
+        expected = outputs[name](reference)
+        row = {
+            "scenario": f"two processes: {name}",
+            "stage": "one --out",
+            "point": "second process 3 s after the first",
+            "killed": True,
+            "resumed": first.returncode == 0 and refused,
+            "equal": same == expected if name == "mine" else same_metrics(same, expected),
+            "leftovers": leftovers(out),
+            "second_process_said": (second.stderr.strip().splitlines() or ["(nothing)"])[-1],
+        }
+        row["survived"] = row["resumed"] and row["equal"] and not row["leftovers"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def harness(work: Path, quick: bool, random_kills: int, seed: int) -> list[dict]:
     data, model = fixture(work)
     rng = random.Random(seed)
@@ -318,6 +427,8 @@ def harness(work: Path, quick: bool, random_kills: int, seed: int) -> list[dict]
     for point, nth, stage in QUICK_RUN_POINTS if quick else RUN_POINTS:
         rows.append(run.at_point(point, nth, stage))
         print(json.dumps(rows[-1]), flush=True)
+    rows += overwrite_scenario(work, run, quick)
+    rows += concurrency_scenario(work, data, model)
     if quick:
         return rows
     for index in range(random_kills):

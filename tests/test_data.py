@@ -85,7 +85,7 @@ def test_bad_qrels_rows(tiny_beir):
     with pytest.raises(DataError, match=r"train.tsv:10: expected 3 tab-separated columns"):
         load_dataset(tiny_beir, "train")
     path.write_text("query-id\tcorpus-id\tscore\nq1\td1\thigh\n")
-    with pytest.raises(DataError, match=r"train.tsv:2: score 'high' is not a number"):
+    with pytest.raises(DataError, match=r"train.tsv:2: score 'high' is not a whole number"):
         load_dataset(tiny_beir, "train")
 
 

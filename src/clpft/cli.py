@@ -9,6 +9,8 @@ clpft run   --data DIR --out RUN_DIR
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from clpft.console import setup_logging
 from clpft.errors import ClpftError, redact_secrets
+from clpft.files import output_lock
 from clpft.options import check_ranges
 from clpft.parser import build_parser
 from clpft.settings import (
@@ -50,10 +53,21 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     checkpoints = stages.checkpoints_of(out)
+    config = train_config(args)
+    config.checkpoint_dir = str(checkpoints) if (args.save_steps or args.resume) else None
+    if not Path(args.train).is_file():
+        raise ClpftError(f"{args.train}: file not found")
+    identity = stages.training_identity(config, args.train, args.model or DEFAULT_MODEL_NAME)
     if args.resume:
-        for leftover in remove_stale_temporaries(out.parent, prefix=out.name):
+        for leftover in remove_stale_temporaries(out.parent, name=out.name):
             print(f"removed {leftover}, left by an interrupted write", flush=True)
-        if (out / "training.json").is_file():  # written with the model, in one atomic step
+        saved = out / "training.json"  # written with the model, in one atomic step
+        recorded = checkpoints / stages.IDENTITY_FILE
+        if saved.is_file():
+            _refuse_other_inputs(out, "was trained", identity, json.loads(saved.read_text()).get("identity"))
+        elif recorded.is_file():
+            _refuse_other_inputs(out, "has checkpoints trained", identity, json.loads(recorded.read_text()))
+        if saved.is_file():
             remove_all(checkpoints)
             print(f"{args.out} is already finished", flush=True)
             return
@@ -62,8 +76,6 @@ def _cmd_train(args: argparse.Namespace) -> None:
         raise ClpftError(f"{checkpoints} holds checkpoints of an earlier run (pass --resume to continue it)")
     examples = stages.sample_examples(read_train_jsonl(args.train), args.max_train_queries, args.seed)
     model = load_model(args.model, trust_remote_code=args.trust_remote_code)
-    config = train_config(args)
-    config.checkpoint_dir = str(checkpoints) if (args.save_steps or args.resume) else None
     val_corpus = None
     if args.val_corpus:
         from clpft.data.beir import load_corpus
@@ -82,12 +94,24 @@ def _cmd_train(args: argparse.Namespace) -> None:
         val_corpus=val_corpus,
         overwrite=args.overwrite,
         show_progress=not args.quiet,
+        train_file=args.train,
     )
     last = result.loss_history[-1]["loss"] if result.loss_history else float("nan")
     print(
         f"trained {result.optimizer_steps} steps in {result.seconds:.0f} s (last logged loss {last:.4f}); "
         f"wrote {args.out}"
     )
+
+
+def _refuse_other_inputs(out: Path, what: str, identity: dict, before: dict | None) -> None:
+    from clpft import stages
+
+    changed = stages.identity_changes(identity, before)
+    if changed:
+        raise ClpftError(
+            f"{out} {what} on other inputs (they differ in {', '.join(changed)}); pass --overwrite to replace "
+            "it, or the same --train and options to continue it"
+        )
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -182,7 +206,10 @@ def _cmd_synth(args: argparse.Namespace) -> None:
     from clpft.ownqueries.synth import synthesize
 
     settings = generator_settings(
-        args, parse_backends(args.backends), args.cache or f"{args.out.rstrip('/')}.cache.sqlite", args.queries_per_doc
+        args,
+        parse_backends(args.backends, "--backends"),
+        args.cache or f"{args.out.rstrip('/')}.cache.sqlite",
+        args.queries_per_doc,
     )
     summary = synthesize(args.data, args.out, settings, args.queries_per_doc, args.max_docs, args.overwrite)
     for line in summary["backends"]:
@@ -191,6 +218,17 @@ def _cmd_synth(args: argparse.Namespace) -> None:
         f"wrote {args.out}: {summary['queries']} queries for {summary['documents']} documents "
         f"({summary['documents_without_queries']} without any, {summary['dropped_ambiguous']} ambiguous dropped)"
     )
+
+
+FILE_OUTPUTS = ("mine", "eval")  # the others write a folder
+
+
+def check_output_kind(out: Path, folder: bool) -> None:
+    """An --out of the wrong kind (a file where a folder goes, or the reverse) is refused before any work."""
+    if folder and out.is_file():
+        raise ClpftError(f"{out} is a file; this command writes a folder there")
+    if not folder and out.is_dir():
+        raise ClpftError(f"{out} is a folder; this command writes a file there")
 
 
 COMMANDS = {
@@ -228,7 +266,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from clpft import precision
 
     try:
-        with precision.use(getattr(args, "precision", None) or "auto"):  # every encoding under the command
+        out = getattr(args, "out", None)
+        if out:
+            check_output_kind(Path(out), folder=args.command not in FILE_OUTPUTS)
+        lock = output_lock(out) if out else contextlib.nullcontext()
+        with lock, precision.use(getattr(args, "precision", None) or "auto"):  # every encoding under the command
             COMMANDS[args.command](args)
     except ClpftError as error:
         print(f"clpft: error: {redact_secrets(str(error))}", file=sys.stderr)

@@ -40,10 +40,10 @@ def load_model(
     local = path.exists()
     if not local and (str(name_or_path).startswith((".", "/", "~")) or str(name_or_path).count("/") > 1):
         raise ClpftError(f"model folder {name_or_path} does not exist")
-    if local and not (path / "config.json").exists() and not (path / "modules.json").exists():
-        raise ClpftError(f"{path} is not a model folder (no config.json or modules.json)")
+    if local:
+        check_model_folder(path)
     try:
-        return SentenceTransformer(
+        model = SentenceTransformer(
             str(path) if local else str(name_or_path),
             device=device,
             trust_remote_code=trust_remote_code,
@@ -52,6 +52,48 @@ def load_model(
     except OSError as error:
         hint = "" if local else " (not a local folder; loading from the hub needs network access)"
         raise ClpftError(f"could not load model {name_or_path}{hint}: {str(error).splitlines()[0]}") from error
+    except (ValueError, TypeError, KeyError) as error:  # a damaged folder: what the loader choked on, in a line
+        if not local:
+            raise
+        raise ClpftError(f"could not load model {path}: {str(error).splitlines()[0]}") from error
+    check_tokenizer(model, path)
+    return model
+
+
+def check_model_folder(path: Path) -> None:
+    """A local model folder has what loading it needs: config.json (with modules.json, in the transformer
+    module's folder) and the pooling module's config.json. Otherwise one line names what is missing, instead
+    of the loader's error about something else."""
+    modules_file = path / "modules.json"
+    if not modules_file.exists():
+        if not (path / "config.json").exists():
+            raise ClpftError(f"{path} is not a model folder (no config.json or modules.json)")
+        return
+    try:
+        modules = json.loads(modules_file.read_text(encoding="utf-8"))
+        entries = [(str(m.get("path", "")), str(m.get("type", ""))) for m in modules]
+    except (ValueError, AttributeError, TypeError):
+        raise ClpftError(f"{modules_file}: not a list of modules (damaged?)") from None
+    for folder, kind in entries:
+        # modules without settings (Normalize) may have no folder at all; these two cannot load without theirs
+        needs_config = kind.endswith((".Transformer", ".Pooling")) or kind in ("Transformer", "Pooling")
+        if needs_config and not (path / folder / "config.json").is_file():
+            raise ClpftError(f"{path / folder / 'config.json'} is missing: the model folder is incomplete")
+
+
+def check_tokenizer(model: SentenceTransformer, path: Path) -> None:
+    """A tokenizer far smaller than the model's embedding table was rebuilt from too little (a folder that
+    lost tokenizer.json loads a 5-token tokenizer without complaint, and every text encodes to [UNK]s)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    embedding = getattr(getattr(model[0], "auto_model", None), "get_input_embeddings", lambda: None)()
+    if tokenizer is None or embedding is None or not hasattr(tokenizer, "__len__"):
+        return
+    known, rows = len(tokenizer), embedding.weight.shape[0]
+    if known < rows // 2:
+        raise ClpftError(
+            f"{path}: its tokenizer knows {known} tokens but the model embeds {rows}: the tokenizer files "
+            "(tokenizer.json, or vocab.txt / sentencepiece files) are missing or damaged"
+        )
 
 
 def save_model(

@@ -37,6 +37,8 @@ class Range:
             return f"must be a whole number, got {value}"
         if value in self.also:
             return None
+        if value != value or value in (float("inf"), float("-inf")):
+            return f"must be a finite number, got {value}"
         too_low = self.low is not None and (value < self.low or (self.low_open and value == self.low))
         too_high = self.high is not None and (value > self.high or (self.high_open and value == self.high))
         if value != value or too_low or too_high:  # value != value: NaN
@@ -233,7 +235,7 @@ class TrainConfig:
     )
     eval_steps: int = option(
         0,
-        "with --val-fraction: evaluate every N optimizer steps (0: as often as --eval-budget allows)",
+        "with --val-fraction: evaluate every N optimizer steps (0: steps planned before training within --eval-budget)",
         range=NON_NEGATIVE_COUNT,
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
@@ -259,7 +261,8 @@ class TrainConfig:
     )
     eval_budget: float = option(
         0.15,
-        "with --val-fraction and --eval-steps 0: keep validation under this share of the training time",
+        "with --val-fraction and --eval-steps 0: keep validation under this share of the training's work "
+        "(counted in tokens, so the evaluated steps do not depend on the machine's speed or load)",
         range=Range(0, 1, low_open=True),
     )
     patience: int = option(

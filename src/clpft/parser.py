@@ -149,6 +149,17 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     add_options(group, TrainConfig, ("training",))
 
 
+def _top_k(text: str) -> int:
+    """--top-k: the metrics go down to recall@100, which a shorter ranking would report under a wrong name."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 100:
+        raise argparse.ArgumentTypeError(f"must be at least 100 (the metrics include recall@100), got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from clpft import __version__
     from clpft.options import MiningOptions, TrainConfig
@@ -221,7 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", help="qrels split to evaluate on")
     _add_model(evaluate)
     evaluate.add_argument("--out", default=None, help="metrics JSON file to write (mean and per-query values)")
-    evaluate.add_argument("--top-k", type=int, default=100, help="documents retrieved per query")
+    evaluate.add_argument(
+        "--top-k", type=_top_k, default=100, help="documents retrieved per query (at least 100: recall@100)"
+    )
     _add_common(evaluate)
 
     run = commands.add_parser(
@@ -236,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(run)
     run.add_argument("--train-split", default="train", help="qrels split to mine and train on")
     run.add_argument("--eval-split", default="test", help="qrels split to evaluate on")
-    run.add_argument("--top-k", type=int, default=100, help="documents retrieved per query")
+    run.add_argument(
+        "--top-k", type=_top_k, default=100, help="documents retrieved per query (at least 100: recall@100)"
+    )
     _add_mining(run)
     _add_generation(run)
     _add_training(run)

@@ -25,7 +25,7 @@ from clpft.errors import ClpftError
 from clpft.evaluation import LABELS, METRICS, encode_corpus
 from clpft.faults import kill_point
 from clpft.files import remove_stale_temporaries, write_json
-from clpft.manifest import build_manifest
+from clpft.manifest import build_manifest, sha256_of
 from clpft.model_card import add_to_model_card, card_section
 from clpft.models import load_model
 from clpft.options import MiningOptions
@@ -63,9 +63,21 @@ class RunOptions:
 
 
 def run(options: RunOptions) -> dict[str, Any]:
-    """The whole method on one dataset; returns what it writes to RUN_DIR/metrics.json."""
+    """The whole method on one dataset; returns what it writes to RUN_DIR/metrics.json.
+
+    Every check runs, and the data and the model load, before anything in RUN_DIR is touched. ``--overwrite``
+    moves the old run aside (RUN_DIR's sibling ``.NAME.replaced``) and puts it back if the new one fails or is
+    interrupted; it is removed only once the new run is complete (a run killed outright leaves it there, and
+    the next ``--resume`` or ``--overwrite`` of RUN_DIR removes it when it completes). ``--resume`` continues
+    only the same run: the same options and the same data files (checksums), else it refuses."""
+    started = time.perf_counter()
     out = Path(options.out)
+    if options.train_split == options.eval_split:
+        raise ClpftError("--train-split and --eval-split must differ (evaluating on training queries proves nothing)")
     stages.check_output(out, overwrite=options.overwrite, resume=options.resume)
+    train_data = load_dataset(options.data, options.train_split)
+    eval_data = load_dataset(options.data, options.eval_split)
+    model = load_model(options.model, trust_remote_code=options.trust_remote_code)
     identity = _identity(options)
     if options.resume and (out / "run.json").is_file():
         before = json.loads((out / "run.json").read_text(encoding="utf-8"))
@@ -75,33 +87,41 @@ def run(options: RunOptions) -> dict[str, Any]:
                 f"{out} holds a different run (it differs in {', '.join(changed)}); "
                 "pass --overwrite to replace it or choose another --out"
             )
-    if options.overwrite and not options.resume:
-        # metrics.json first: it is what marks a run folder as finished.
-        for stale in (
-            "metrics.json",
-            "run.json",
-            "base_metrics.json",
-            "train.jsonl",
-            "train.jsonl.stats.json",
-            "model.checkpoints",
-        ):
-            path = out / stale
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-    if options.train_split == options.eval_split:
-        raise ClpftError("--train-split and --eval-split must differ (evaluating on training queries proves nothing)")
+    aside = out.with_name(f".{out.name}.replaced")
+    replacing = options.overwrite and not options.resume and out.is_dir() and any(out.iterdir())
+    if replacing:
+        if aside.exists():  # an earlier overwrite was killed: the run set aside then is the last complete one
+            shutil.rmtree(out)
+        else:
+            out.rename(aside)
+    try:
+        report = _run_stages(options, out, identity, train_data, eval_data, model, started)
+    except BaseException:
+        if replacing:
+            shutil.rmtree(out, ignore_errors=True)
+            aside.rename(out)
+            print(f"the new run did not finish: {out} holds the run it was to replace, as it was", flush=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    return report
+
+
+def _run_stages(
+    options: RunOptions, out: Path, identity: dict, train_data, eval_data, model, started: float
+) -> dict[str, Any]:
     cfg = options.train
     show = not options.quiet
-    started = time.perf_counter()
     if options.resume:
         for leftover in remove_stale_temporaries(out):
             print(f"removed {leftover}, left by an interrupted write", flush=True)
     write_json(out / "run.json", identity)
-    train_data = load_dataset(options.data, options.train_split)
-    eval_data = load_dataset(options.data, options.eval_split)
-    model = load_model(options.model, trust_remote_code=options.trust_remote_code)
+    shared = set(train_data.qrels) & set(eval_data.qrels)
+    if shared:
+        print(
+            f"warning: {len(shared)} of the {options.eval_split} split's {len(eval_data.qrels)} queries are also "
+            f"{options.train_split} queries: their {options.eval_split} scores measure training, not retrieval",
+            flush=True,
+        )
     max_q, max_p = stages.token_limits(model, cfg.query_max_tokens, cfg.passage_max_tokens)
     mining = dataclasses.replace(
         options.mining, seed=cfg.seed, query_max_tokens=max_q, passage_max_tokens=max_p
@@ -175,6 +195,7 @@ def run(options: RunOptions) -> dict[str, Any]:
             val_corpus=val_corpus,
             overwrite=True,
             show_progress=show,
+            train_file=train_file,
         )
     remove_all(checkpoints)  # the finished model replaces them
     tuned = stages.evaluate(
@@ -190,8 +211,16 @@ def run(options: RunOptions) -> dict[str, Any]:
     return _report(options, cfg, out, base, tuned, stats, result, started, encode_seconds)
 
 
+def _data_files(options: RunOptions) -> list[Path]:
+    root = resolve_data(options.data)
+    return [root / "corpus.jsonl", root / "queries.jsonl"] + [
+        root / "qrels" / f"{split}.tsv" for split in (options.train_split, options.eval_split)
+    ]
+
+
 def _identity(options: RunOptions) -> dict[str, Any]:
-    """What makes two runs the same run: every option but where it goes and how it is shown."""
+    """What makes two runs the same run: every option but where it goes and how it is shown, and the data
+    files' contents (``data.FILE``: sha256), so that a resume notices edited data."""
     flat = {
         k: v
         for k, v in dataclasses.asdict(options).items()
@@ -201,6 +230,8 @@ def _identity(options: RunOptions) -> dict[str, Any]:
     flat |= {
         f"train.{k}": v for k, v in dataclasses.asdict(options.train).items() if k not in ("checkpoint_dir", "resume")
     }
+    root = resolve_data(options.data)
+    flat |= {f"data.{path.relative_to(root)}": sha256_of(path) for path in _data_files(options)}
     return json.loads(json.dumps(flat, default=str))
 
 
@@ -242,12 +273,9 @@ def _report(
             options.eval_split,
         ),
     )
-    root = resolve_data(options.data)
-    data_files = [root / name for name in ("corpus.jsonl", "queries.jsonl")]
-    data_files += [root / "qrels" / f"{split}.tsv" for split in (options.train_split, options.eval_split)]
     write_json(
         out / "manifest.json",
-        build_manifest(report["options"] | {"train": report["train_config"]}, data_files, cfg.seed),
+        build_manifest(report["options"] | {"train": report["train_config"]}, _data_files(options), cfg.seed),
     )
     write_json(out / "metrics.json", report)  # last: it marks the run as finished
     print(format_table({"base": base["metrics"], "fine-tuned": tuned["metrics"]}), flush=True)

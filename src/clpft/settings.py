@@ -103,7 +103,10 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     import yaml
 
     try:
-        config = yaml.safe_load(open(known.config, encoding="utf-8"))
+        with open(known.config, encoding="utf-8") as file:
+            text = file.read()
+        config = yaml.safe_load(text)
+        root = yaml.compose(text)
     except OSError as error:
         raise ClpftError(f"{known.config}: cannot read ({error.strerror})") from error
     except yaml.YAMLError as error:
@@ -122,12 +125,40 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     actions = {a.dest: a for a in sub._actions}
     # a key is a flag's name (lr, penalty-weight) or its destination (learning_rate): both say the same option
     by_flag = {flag.lstrip("-").replace("-", "_"): a.dest for a in sub._actions for flag in a.option_strings}
+    lines = {str(k.value): k.start_mark.line + 1 for k, _ in root.value} if isinstance(root, yaml.MappingNode) else {}
     defaults = {}
     for key, value in config.items():
-        dest = str(key).lstrip("-").replace("-", "_")
-        dest = by_flag.get(dest, dest)
+        where = f"{known.config}:{lines[str(key)]}" if str(key) in lines else known.config
+        name = str(key).lstrip("-").replace("-", "_")
+        dest = by_flag.get(name, name)
         if dest not in actions or dest in ("help", "config"):
-            raise ClpftError(f"{known.config}: unknown option {key!r} for clpft {command}")
+            raise ClpftError(f"{where}: unknown option {key!r} for clpft {command}")
         actions[dest].required = False
-        defaults[dest] = value
+        # "guard: false" sets the option; "no-guard: true", its negative flag's spelling, says the same
+        negative = name != dest and actions[dest].nargs == 0 and actions[dest].const is False
+        value = _config_value(actions[dest], key, value, where)
+        defaults[dest] = (not value) if negative else value
     sub.set_defaults(**defaults)
+
+
+def _config_value(action: argparse.Action, key: object, value: object, where: str) -> object:
+    """A config file's value as the command line would have parsed it: a flag's value is true or false (YAML's
+    booleans, not the string "false", which would count as true), a typed option's value goes through its
+    type, and a value with choices must be one of them; anything else is a one-line error."""
+    if action.nargs == 0:  # a flag: --x / --no-x
+        if not isinstance(value, bool):
+            raise ClpftError(f"{where}: {key} must be true or false, got {value!r}")
+        return value
+    if value is not None and action.type is not None:
+        if isinstance(value, bool):
+            raise ClpftError(f"{where}: {key} must be a value of its own, not {value!r}")
+        try:
+            value = action.type(str(value) if not isinstance(value, (int, float)) else value)
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as error:
+            kind = {int: "a whole number", float: "a number"}.get(action.type)
+            problem = f"must be {kind}, got {value!r}" if kind else str(error)
+            raise ClpftError(f"{where}: {key} {problem}") from None
+    if action.choices is not None and value is not None and value not in action.choices:
+        choices = ", ".join(map(str, action.choices))
+        raise ClpftError(f"{where}: {key} must be one of {choices}, got {value!r}")
+    return value

@@ -126,6 +126,30 @@ def read_mined(train_file: str | Path):
 
 
 # ------------------------------------------------------------------------------------------------ train
+IDENTITY_FILE = "clpft_training_identity.json"  # in a checkpoint folder: what the checkpoints were trained on
+
+
+def training_identity(config: Any, train_file: str | Path | None, base_model: str) -> dict[str, Any]:
+    """What decides a trained model: the model it starts from, the resolved training options (not where
+    checkpoints go or whether this is a resume) and the training file's sha256. ``train --resume``
+    continues or accepts a model only when it matches (a different --train file or --lr is another model)."""
+    from clpft.manifest import sha256_of
+
+    identity = {
+        k: v for k, v in dataclasses.asdict(config).items() if k not in ("checkpoint_dir", "resume", "show_progress")
+    }
+    identity["train_file_sha256"] = sha256_of(Path(train_file)) if train_file else None
+    identity["base_model"] = base_model
+    return json.loads(json.dumps(identity, default=str))
+
+
+def identity_changes(now: dict[str, Any], before: dict[str, Any] | None) -> list[str]:
+    """The keys whose values differ (every key when ``before`` is missing: a model from an older clpft)."""
+    if before is None:
+        return ["(no record of its inputs)"]
+    return sorted(k for k in now.keys() | before.keys() if now.get(k) != before.get(k))
+
+
 def train(
     model: Any,
     examples: list[TrainExample],
@@ -139,10 +163,13 @@ def train(
     show_progress: bool = True,
     metrics: tuple[dict[str, float], dict[str, float]] | None = None,
     eval_split: str | None = None,
+    train_file: str | Path | None = None,
 ):
     """Fine-tune ``model`` on ``examples`` as ``config`` says and save it to ``out`` with training.json,
     the model card's clpft section and training_loss.png, all in one atomic step; returns the TrainResult.
     Checkpoints (``config.save_steps``) go to ``checkpoints_of(out)``, removed once the model is saved."""
+    import os
+
     from clpft.checkpoints import remove_all
     from clpft.model_card import add_to_model_card, card_section
     from clpft.models import save_model
@@ -150,8 +177,10 @@ def train(
     from clpft.runtime import peak_rss_mb
     from clpft.training import train_model
 
+    identity = training_identity(config, train_file, base_model)
+    if config.checkpoint_dir and int(os.environ.get("RANK", "0")) == 0:
+        write_json(Path(config.checkpoint_dir) / IDENTITY_FILE, identity)
     result = train_model(model, examples, config, show_progress=show_progress, val_corpus=val_corpus)
-    import os
 
     if int(os.environ.get("RANK", "0")) != 0:
         return result  # under torchrun / accelerate launch only the first process writes the model
@@ -159,7 +188,12 @@ def train(
     def extras(folder: Path) -> None:  # written into the model folder before it appears
         write_json(
             folder / "training.json",
-            {**result.to_json(), "peak_rss_mb": peak_rss_mb(), "config": dataclasses.asdict(config)},
+            {
+                **result.to_json(),
+                "peak_rss_mb": peak_rss_mb(),
+                "config": dataclasses.asdict(config),
+                "identity": identity,
+            },
         )
         add_to_model_card(folder, card_section(base_model, dataclasses.asdict(config), source, metrics, eval_split))
         plot_loss(result.loss_history, folder / "training_loss.png", result.val_history)

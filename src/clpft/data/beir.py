@@ -8,6 +8,7 @@ datasets have a few), since one stale row should not stop a run.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,8 @@ class Dataset:
     corpus: dict[str, Document]
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
-    dropped_qrels: int = 0
+    dropped_qrels: int = 0  # rows naming a query or document the other files do not have
+    repeated_qrels: int = 0  # rows repeating an earlier (query, document) pair with the same grade
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -99,10 +101,32 @@ def load_queries(path: Path) -> dict[str, str]:
     return queries
 
 
-def load_qrels(path: Path) -> tuple[dict[str, dict[str, int]], int]:
-    """Read ``query-id<TAB>corpus-id<TAB>score`` rows (header line optional); returns (qrels, rows)."""
-    qrels: dict[str, dict[str, int]] = {}
-    rows = 0
+# a header line names its columns: a score column such as "score" or "relevance", or a query-id column such as
+# "query-id" or "qid"; any other first line is data (a typo in it is an error, not a header to skip)
+HEADER_SCORES = {"score", "scores", "relevance", "rel", "label", "grade", "judgement", "judgment", "relevancy"}
+HEADER_QUERY_ID = re.compile(r"(query|qid|topic)", re.IGNORECASE)
+GRADE = re.compile(r"[+-]?\d+(\.0*)?")  # a whole number, "1.0" included
+MAX_GRADE = 2**31 - 1  # pytrec_eval keeps grades in a C int
+
+
+@dataclass
+class Qrels:
+    """A qrels file as read: ``grades[query_id][doc_id]``, the rows read, and the rows that repeat an earlier
+    (query, document) pair with the same grade (counted, not used twice)."""
+
+    grades: dict[str, dict[str, int]]
+    rows: int
+    repeated: int = 0
+
+
+def load_qrels(path: Path) -> Qrels:
+    """Read ``query-id<TAB>corpus-id<TAB>score`` rows, with an optional header line (naming its columns: a
+    score column such as ``score``, or a query-id column such as ``query-id``). Every row is used with its exact grade, or counted (a repeat of a pair with the same
+    grade), or rejected as ``file:line: problem``: a grade that is not a whole number (0.5, inf), out of range,
+    or a pair graded twice with different grades. Nothing is rounded or overwritten silently."""
+    grades: dict[str, dict[str, int]] = {}
+    line_of: dict[tuple[str, str], int] = {}
+    rows = repeated = 0
     first = True
     for number, text in read_lines(path):
         is_first, first = first, False
@@ -112,17 +136,33 @@ def load_qrels(path: Path) -> tuple[dict[str, dict[str, int]], int]:
                 path, number, f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(parts)}"
             )
         query_id, doc_id, score = (part.strip() for part in parts)
-        try:
-            grade = int(float(score))
-        except ValueError:
-            if is_first:
+        if is_first and not GRADE.fullmatch(score):
+            if score.casefold() in HEADER_SCORES or HEADER_QUERY_ID.search(query_id):
                 continue  # the header line
-            raise DataError(path, number, f"score {score!r} is not a number") from None
+        if not GRADE.fullmatch(score):
+            raise DataError(
+                path, number, f"score {score!r} is not a whole number (grades: 0 not relevant, > 0 relevant)"
+            )
+        grade = int(score.split(".")[0])
+        if abs(grade) > MAX_GRADE:
+            raise DataError(path, number, f"score {score} is out of range (at most {MAX_GRADE})")
         if not query_id or not doc_id:
             raise DataError(path, number, "empty query-id or corpus-id")
-        qrels.setdefault(query_id, {})[doc_id] = grade
         rows += 1
-    return qrels, rows
+        earlier = grades.setdefault(query_id, {}).get(doc_id)
+        if earlier is not None:
+            if earlier != grade:
+                raise DataError(
+                    path,
+                    number,
+                    f"query {query_id!r} and document {doc_id!r} were graded {earlier} on line "
+                    f"{line_of[query_id, doc_id]}; a pair has one grade",
+                )
+            repeated += 1
+            continue
+        grades[query_id][doc_id] = grade
+        line_of[query_id, doc_id] = number
+    return Qrels(grades, rows, repeated)
 
 
 def load_dataset(path: str | Path, split: str = "test") -> Dataset:
@@ -134,16 +174,19 @@ def load_dataset(path: str | Path, split: str = "test") -> Dataset:
         raise DataError(root, None, "dataset folder not found")
     splits = available_splits(root)
     qrels_path = root / "qrels" / f"{split}.tsv"
+    if qrels_path.is_dir():
+        raise DataError(qrels_path, None, f"split {split!r}: this is a folder, not a qrels file")
     if not qrels_path.is_file():
         have = ", ".join(splits) if splits else "none"
         raise DataError(qrels_path, None, f"split {split!r} does not exist (available: {have})")
     corpus = load_corpus(root / "corpus.jsonl")
     queries = load_queries(root / "queries.jsonl")
-    raw_qrels, rows = load_qrels(qrels_path)
+    read = load_qrels(qrels_path)
+    rows = read.rows
 
     qrels: dict[str, dict[str, int]] = {}
     unknown_queries = unknown_docs = 0
-    for query_id, judged in raw_qrels.items():
+    for query_id, judged in read.grades.items():
         if query_id not in queries:
             unknown_queries += len(judged)
             continue
@@ -152,6 +195,11 @@ def load_dataset(path: str | Path, split: str = "test") -> Dataset:
         if known:
             qrels[query_id] = known
     dataset = Dataset(root, split, corpus, queries, qrels, dropped_qrels=unknown_queries + unknown_docs)
+    dataset.repeated_qrels = read.repeated
+    if read.repeated:
+        note = f"{qrels_path}: {read.repeated} rows repeat an earlier (query, document) pair with its grade; used once"
+        dataset.notes.append(note)
+        logger.warning(note)
     if dataset.dropped_qrels:
         note = (
             f"{qrels_path}: dropped {dataset.dropped_qrels} of {rows} qrels rows "
@@ -160,5 +208,10 @@ def load_dataset(path: str | Path, split: str = "test") -> Dataset:
         dataset.notes.append(note)
         logger.warning(note)
     if not qrels:
-        raise DataError(qrels_path, None, "no usable judgements (every row names an unknown query or document)")
+        problem = (
+            "no judgement rows (only a header)"
+            if rows == 0
+            else "no usable judgements (every row names an unknown query or document)"
+        )
+        raise DataError(qrels_path, None, problem)
     return dataset

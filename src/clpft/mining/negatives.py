@@ -42,6 +42,8 @@ class MiningStats:
     # candidates skipped because their text (case and spacing aside) is one of the query's positives': a
     # collection's duplicated passage would otherwise train the query away from its own answer
     copies_of_positives_skipped: int = 0
+    # training queries judged only with grade 0: nothing to train towards, so not used (counted, not dropped silently)
+    queries_without_relevant: int = 0
 
     @property
     def share_with_queries(self) -> float:
@@ -62,6 +64,12 @@ class MiningStats:
             + (
                 f"; {self.dropped_by_score_ratio} candidates dropped by --max-score-ratio"
                 if self.dropped_by_score_ratio
+                else ""
+            )
+            + (
+                f"; {self.queries_without_relevant} training queries without a relevant document (only grade 0) "
+                "not used"
+                if self.queries_without_relevant
                 else ""
             )
             + (
@@ -221,6 +229,7 @@ def mine_negatives(
         dict(sorted(sources.items())),
         [s.line() for s in summaries],
         copies_of_positives_skipped=copies,
+        queries_without_relevant=sum(1 for query_id in dataset.qrels if not dataset.relevant(query_id)),
     )
     # debug, not info: `clpft mine` and `clpft run` print this line themselves (it is a result, shown under --quiet)
     logger.debug(stats.summary())

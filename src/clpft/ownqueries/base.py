@@ -10,16 +10,17 @@ from clpft.errors import ClpftError
 BACKENDS = ("qrels", "llm", "doc2query", "extractive", "none")
 
 
-def parse_backends(spec: str) -> list[str]:
-    """``"qrels,extractive"`` -> ["qrels", "extractive"], validated; "none" alone means no queries."""
+def parse_backends(spec: str, flag: str = "--neg-queries") -> list[str]:
+    """``"qrels,extractive"`` -> ["qrels", "extractive"], validated; "none" alone means no queries. ``flag``
+    names the option in messages (``clpft synth`` calls it --backends)."""
     names = [part.strip() for part in spec.split(",") if part.strip()]
     unknown = [n for n in names if n not in BACKENDS]
     if unknown or not names:
         raise ClpftError(
-            f"--neg-queries: unknown backend {', '.join(unknown) or '(empty)'} (choose from {', '.join(BACKENDS)})"
+            f"{flag}: unknown backend {', '.join(unknown) or '(empty)'} (choose from {', '.join(BACKENDS)})"
         )
     if "none" in names and len(names) > 1:
-        raise ClpftError("--neg-queries: 'none' cannot be combined with other backends")
+        raise ClpftError(f"{flag}: 'none' cannot be combined with other backends")
     return [n for n in names if n != "none"]
 
 
