@@ -178,7 +178,9 @@ def train(
     from clpft.training import train_model
 
     identity = training_identity(config, train_file, base_model)
-    if config.checkpoint_dir and int(os.environ.get("RANK", "0")) == 0:
+    # beside the checkpoints this run will write (a resume with no checkpoint folder is an error of its own)
+    will_checkpoint = config.save_steps and not (config.resume and not Path(config.checkpoint_dir).is_dir())
+    if will_checkpoint and int(os.environ.get("RANK", "0")) == 0:
         write_json(Path(config.checkpoint_dir) / IDENTITY_FILE, identity)
     result = train_model(model, examples, config, show_progress=show_progress, val_corpus=val_corpus)
 

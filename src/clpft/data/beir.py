@@ -121,9 +121,10 @@ class Qrels:
 
 def load_qrels(path: Path) -> Qrels:
     """Read ``query-id<TAB>corpus-id<TAB>score`` rows, with an optional header line (naming its columns: a
-    score column such as ``score``, or a query-id column such as ``query-id``). Every row is used with its exact grade, or counted (a repeat of a pair with the same
-    grade), or rejected as ``file:line: problem``: a grade that is not a whole number (0.5, inf), out of range,
-    or a pair graded twice with different grades. Nothing is rounded or overwritten silently."""
+    score column such as ``score``, or a query-id column such as ``query-id``). Every row is used with its
+    exact grade, or counted (a repeat of a pair with the same grade), or rejected as ``file:line: problem``:
+    a grade that is not a whole number (0.5, inf), out of range, or a pair graded twice with different
+    grades. Nothing is rounded or overwritten silently."""
     grades: dict[str, dict[str, int]] = {}
     line_of: dict[tuple[str, str], int] = {}
     rows = repeated = 0
