@@ -233,3 +233,41 @@ def test_gpu_check_script_runs_on_a_tiny_config(tmp_path):
     assert [v["dispatch"] for v in report["variants"]] == ["grouped", "masked"]
     assert all(v["tokens_per_second"] > 0 for v in report["variants"])
     assert report["trainable_parameters"] < report["total_parameters"]
+
+
+def test_a_model_moe_cannot_upcycle_is_refused_before_any_encoding(tiny_beir, tmp_path, capsys, monkeypatch):
+    """An MPNet encoder (all-mpnet-base-v2's class): `clpft run` with the default --moe says so in one line,
+    naming --moe none, before the base evaluation or mining encode anything."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+    from transformers import BertTokenizerFast, MPNetConfig, MPNetModel
+
+    from clpft.cli import main
+    from clpft.mining import encode as encode_module
+    from conftest import _vocab
+
+    folder = tmp_path / "mpnet"
+    tokenizer = BertTokenizerFast(vocab=_vocab(), do_lower_case=True)
+    config = MPNetConfig(
+        vocab_size=tokenizer.vocab_size + 2,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=80,
+    )
+    MPNetModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    SentenceTransformer(modules=[Transformer(str(folder), max_seq_length=64), Pooling(32, "mean")]).save(str(folder))
+    encoded = []
+    original = encode_module.encode_texts
+    monkeypatch.setattr(encode_module, "encode_texts", lambda *a, **k: encoded.append(1) or original(*a, **k))
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["run", "--data", str(tiny_beir), "--out", str(out), "--model", str(folder), "--quiet"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("clpft: error: cannot upcycle MPNetModel to MoE") and "--moe none" in error
+    assert not encoded and not (out / "base_metrics.json").exists()
+    argv = ["run", "--data", str(tiny_beir), "--out", str(out), "--model", str(folder), "--moe", "none"]
+    assert main([*argv, "--num-negatives", "2", "--max-steps", "1", "--quiet"]) == 0

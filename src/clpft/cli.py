@@ -50,6 +50,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from clpft.data import read_train_jsonl
     from clpft.files import remove_stale_temporaries
     from clpft.models import DEFAULT_MODEL_NAME, load_model
+    from clpft.preparation import check_preparable
 
     out = Path(args.out)
     checkpoints = stages.checkpoints_of(out)
@@ -74,8 +75,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
     stages.check_output(out, overwrite=args.overwrite)
     if checkpoints.is_dir() and not args.resume and args.save_steps:
         raise ClpftError(f"{checkpoints} holds checkpoints of an earlier run (pass --resume to continue it)")
-    examples = stages.sample_examples(read_train_jsonl(args.train), args.max_train_queries, args.seed)
     model = load_model(args.model, trust_remote_code=args.trust_remote_code)
+    check_preparable(model, config)  # before the training file is read and the validation corpus encoded
+    examples = stages.sample_examples(read_train_jsonl(args.train), args.max_train_queries, args.seed)
     val_corpus = None
     if args.val_corpus:
         from clpft.data.beir import load_corpus

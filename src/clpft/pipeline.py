@@ -29,6 +29,7 @@ from clpft.manifest import build_manifest, sha256_of
 from clpft.model_card import add_to_model_card, card_section
 from clpft.models import load_model
 from clpft.options import MiningOptions
+from clpft.preparation import check_preparable
 from clpft.runtime import peak_rss_mb
 from clpft.training import TrainConfig, TrainResult, resume_checkpoint
 
@@ -78,6 +79,7 @@ def run(options: RunOptions) -> dict[str, Any]:
     train_data = load_dataset(options.data, options.train_split)
     eval_data = load_dataset(options.data, options.eval_split)
     model = load_model(options.model, trust_remote_code=options.trust_remote_code)
+    check_preparable(model, options.train)
     identity = _identity(options)
     if options.resume and (out / "run.json").is_file():
         before = json.loads((out / "run.json").read_text(encoding="utf-8"))

@@ -14,6 +14,23 @@ from clpft.moe import hf_model_of, moe_settings, upcycle
 from clpft.options import TrainConfig
 
 
+def check_preparable(model: SentenceTransformer, config: TrainConfig) -> None:
+    """Refuse, before any encoding, a model that ``prepare_model`` could not upcycle as ``config`` asks: a
+    run that encodes a corpus twice (base evaluation, mining) and only then finds the model's class
+    unsupported has wasted hours on a real corpus."""
+    if config.moe == "none" or moe_settings(model):
+        return
+    from clpft.modeling_clpft_moe import MOE_CLASSES
+
+    hf_model = hf_model_of(model)
+    if type(hf_model) not in MOE_CLASSES:
+        supported = ", ".join(cls.__name__ for cls in MOE_CLASSES)
+        raise ClpftError(
+            f"cannot upcycle {type(hf_model).__name__} to MoE (--moe {config.moe} supports {supported}): "
+            "pass --moe none to fine-tune it without MoE"
+        )
+
+
 def prepare_model(model: SentenceTransformer, config: TrainConfig) -> tuple[int, int]:
     """Upcycle ``model`` in place as ``config.moe`` says (a model that is MoE already keeps its experts, with
     one line saying so) and leave only ``config.train_only`` trainable. Returns (trainable, total) parameters."""
