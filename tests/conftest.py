@@ -35,7 +35,7 @@ def _vocab() -> dict[str, int]:
 
 
 def make_tiny_model(folder: Path, family: str = "bert", seed: int = 0):
-    """A SentenceTransformer over a 2-layer random encoder of ``family`` ("bert" or "xlm-roberta")."""
+    """A SentenceTransformer over a 2-layer random encoder of ``family`` ("bert", "xlm-roberta" or "mpnet")."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules import Transformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
@@ -56,6 +56,10 @@ def make_tiny_model(folder: Path, family: str = "bert", seed: int = 0):
     )
     if family == "bert":
         encoder = BertModel(BertConfig(**common))
+    elif family == "mpnet":
+        from transformers import MPNetConfig, MPNetModel
+
+        encoder = MPNetModel(MPNetConfig(**common))
     else:
         encoder = XLMRobertaModel(XLMRobertaConfig(**common, pad_token_id=0, bos_token_id=2, eos_token_id=3))
     encoder.save_pretrained(folder)

@@ -238,28 +238,12 @@ def test_gpu_check_script_runs_on_a_tiny_config(tmp_path):
 def test_a_model_moe_cannot_upcycle_is_refused_before_any_encoding(tiny_beir, tmp_path, capsys, monkeypatch):
     """An MPNet encoder (all-mpnet-base-v2's class): `clpft run` with the default --moe says so in one line,
     naming --moe none, before the base evaluation or mining encode anything."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.base.modules import Transformer
-    from sentence_transformers.sentence_transformer.modules import Pooling
-    from transformers import BertTokenizerFast, MPNetConfig, MPNetModel
-
     from clpft.cli import main
     from clpft.mining import encode as encode_module
-    from conftest import _vocab
+    from conftest import make_tiny_model
 
     folder = tmp_path / "mpnet"
-    tokenizer = BertTokenizerFast(vocab=_vocab(), do_lower_case=True)
-    config = MPNetConfig(
-        vocab_size=tokenizer.vocab_size + 2,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=48,
-        max_position_embeddings=80,
-    )
-    MPNetModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    SentenceTransformer(modules=[Transformer(str(folder), max_seq_length=64), Pooling(32, "mean")]).save(str(folder))
+    make_tiny_model(tmp_path / "mpnet-hf", family="mpnet").save(str(folder))
     encoded = []
     original = encode_module.encode_texts
     monkeypatch.setattr(encode_module, "encode_texts", lambda *a, **k: encoded.append(1) or original(*a, **k))
