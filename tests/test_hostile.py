@@ -115,13 +115,14 @@ def test_a_config_flag_and_its_negative_spelling_say_the_same(tmp_path):
 
 def test_resume_cleans_only_its_own_outputs_temporaries(tiny_model_dir, mined, tmp_path):
     folder = mined.parent
+    argv = ["train", "--train", str(mined), "--out", str(folder / "m"), "--model", str(tiny_model_dir), *SMALL]
+    assert main(argv) == 0
     others = [folder / ".m2.abc.tmp", folder / ".metrics.json.x1.tmp", folder / ".m2.old"]
     for path in others:
         path.write_text("another output's")
     own = folder / ".m.x9.tmp"
     own.write_text("this output's")
-    argv = ["train", "--train", str(mined), "--out", str(folder / "m"), "--model", str(tiny_model_dir)]
-    assert main([*argv, *SMALL, "--resume"]) == 0
+    assert main([*argv, "--resume"]) == 0  # already finished: it only cleans up
     assert all(path.exists() for path in others) and not own.exists()
 
 
