@@ -188,13 +188,14 @@ class NoFalseNegativesBatchSampler(DefaultBatchSampler):
         last: list[int] = []
         self.unplaced = 0
         for row in small_rows:
-            if _Texts.of(self, last).fits(self, row):
+            last_texts = _Texts.of(self, last)
+            if last_texts.fits(self, row):
                 last.append(row)
                 continue
             roomy = [b for b in rounds if len(b) < capacity and _Texts.of(self, b).fits(self, row)]
             if roomy:
                 roomy[0].append(row)
-            elif not self._swap_into(row, rounds, last):
+            elif not self._swap_into(row, rounds, last, last_texts):
                 last.append(row)
                 self.unplaced += 1
         if not last and rounds:
@@ -220,12 +221,15 @@ class NoFalseNegativesBatchSampler(DefaultBatchSampler):
             )
         return rounds + ([last] if last else [])
 
-    def _swap_into(self, row: int, rounds: list[list[int]], last: list[int]) -> bool:
-        """Put ``row`` in a round in place of one of its rows that fits the last round (which takes it)."""
+    def _swap_into(self, row: int, rounds: list[list[int]], last: list[int], last_texts: _Texts) -> bool:
+        """Put ``row`` in a round in place of one of its rows that fits the last round (which takes it);
+        ``last_texts``: the last round's texts, built once for all candidates."""
         for batch in rounds:
             for position, other in enumerate(batch):
+                if not last_texts.fits(self, other):
+                    continue
                 rest = batch[:position] + batch[position + 1 :]
-                if _Texts.of(self, rest).fits(self, row) and _Texts.of(self, last).fits(self, other):
+                if _Texts.of(self, rest).fits(self, row):
                     batch[position] = row
                     last.append(other)
                     return True
