@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -89,6 +90,32 @@ def clpft(args: list[str], kill: str | None = None, env: dict | None = None) -> 
         text=True,
         timeout=900,
     )
+
+
+class HeldProcess:
+    """`clpft ARGS` started in the background and held at a fault point (``CLPFT_PAUSE_AT``) until ``release``:
+    what the harness does to it there (SIGINT, a second process) happens at a known moment of its work, on a
+    fast machine as on a slow one."""
+
+    def __init__(self, args: list[str], point: str, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("reached", "go"):
+            (folder / name).unlink(missing_ok=True)
+        env = environment(env={"CLPFT_PAUSE_AT": point, "CLPFT_PAUSE_DIR": str(folder)})
+        with open(folder / "stderr", "wb") as stderr:  # a file, not a pipe: a full pipe would block the process
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "clpft.cli", *args], env=env, stdout=subprocess.DEVNULL, stderr=stderr
+            )
+        while not (folder / "reached").exists():
+            if self.process.poll() is not None:
+                said = (folder / "stderr").read_text(errors="replace")[-500:]
+                raise SystemExit(f"clpft {args[0]} ended before reaching {point}: {said}")
+            time.sleep(0.05)
+
+    def release(self) -> int:
+        (self.folder / "go").touch()
+        return self.process.wait(timeout=900)
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -348,10 +375,10 @@ def overwrite_scenario(work: Path, run: Scenario, quick: bool) -> list[dict]:
         aside = out.with_name(f".{out.name}.replaced")
         command = [*run.command(out), *new_options, "--overwrite"]
         if point == "SIGINT":
-            process = subprocess.Popen([sys.executable, "-m", "clpft.cli", *command], env=environment())
-            time.sleep(0.5 * run.reference_seconds)
-            process.send_signal(2)
-            killed = process.wait() == 130
+            # held while it writes its first checkpoint: the old run is set aside, the new one half done
+            held = HeldProcess(command, "checkpoint.model_written:1", work / "held")
+            held.process.send_signal(signal.SIGINT)
+            killed = held.release() == 130
             now = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
             row = {"scenario": "run --overwrite", "stage": stage, "point": "SIGINT mid-run", "killed": killed}
             row |= {"resumed": True, "equal": now == old, "leftovers": leftovers(out) + ([aside.name] * aside.exists())}
@@ -390,15 +417,10 @@ def concurrency_scenario(work: Path, data: Path, model: Path, quick: bool = Fals
         out, reference = work / f"concurrent-{name}", work / f"concurrent-{name}-reference"
         for folder in (out, reference):
             folder.mkdir(parents=True, exist_ok=True)
-        first = subprocess.Popen(
-            [sys.executable, "-m", "clpft.cli", *command(out)],
-            env=environment(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(3.0)  # the first holds the lock by now (it takes it before loading anything)
+        # the first is held at its first encoded batch, with the lock taken and its output not yet written
+        first = HeldProcess(command(out), "encode.batch:1", work / "held")
         second = clpft(command(out))
-        first.wait(timeout=900)
+        first_status = first.release()
         clpft(command(reference))
         refused = second.returncode == 2 and "being written by process" in second.stderr
         same = outputs[name](out)
@@ -406,9 +428,9 @@ def concurrency_scenario(work: Path, data: Path, model: Path, quick: bool = Fals
         row = {
             "scenario": f"two processes: {name}",
             "stage": "one --out",
-            "point": "second process 3 s after the first",
+            "point": "second process while the first encodes",
             "killed": True,
-            "resumed": first.returncode == 0 and refused,
+            "resumed": first_status == 0 and refused,
             "equal": same == expected if name == "mine" else same_metrics(same, expected),
             "leftovers": leftovers(out),
             "second_process_said": (second.stderr.strip().splitlines() or ["(nothing)"])[-1],
