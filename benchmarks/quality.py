@@ -43,6 +43,21 @@ TRIED_ROWS = {
         "the default with 3 epochs: at 2 epochs SciFact's best validation step was the last one",
         ["--epochs", "3"],
     ),
+    "default-3-epochs-averaged": (
+        "3 epochs (SciFact's 2-epoch validation curve peaked at its last step), a moving average of the weights "
+        "(decay 0.95) beside the best step, merges with the start at every tenth of α, the best validation score "
+        "kept; every candidate's per-query validation scores recorded for benchmarks/selection_rules.py",
+        [
+            "--epochs",
+            "3",
+            "--ema",
+            "0.95",
+            "--merge-grid",
+            ",".join(f"0.{i}" for i in range(1, 10)),
+            "--select",
+            "best",
+        ],
+    ),
     "default-fp32": (
         "the default with --precision fp32: what a CPU without native bf16 computes (auto is fp32 there)",
         ["--precision", "fp32"],

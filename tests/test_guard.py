@@ -10,7 +10,7 @@ import torch
 import clpft
 from clpft.data import TrainExample
 from clpft.errors import ClpftError
-from clpft.guard import Guard, blend, trainable_state
+from clpft.guard import Candidate, Guard, blend, choose, trainable_state
 from clpft.models import save_model
 from clpft.training import TrainConfig, train_model
 from clpft.validation import split_validation
@@ -184,7 +184,6 @@ def test_merge_options():
 
 
 def test_one_standard_error_rule_prefers_the_candidate_closest_to_the_start():
-    from clpft.guard import Candidate, choose
 
     queries = [f"q{i}" for i in range(40)]
 
@@ -244,6 +243,18 @@ def test_closing_evaluations_count_the_merges_finish_scores():
     assert closing_merges("auto", select=False) == 0
 
 
+def topic_rows() -> list[TrainExample]:
+    """40 queries the tiny model does not rank perfectly at the start."""
+    words = ["protein cell", "cancer risk", "vitamin heart", "blood brain", "wing flow", "air pressure", "sun moon"]
+    topics = [f"{words[i % 7]} and {words[i // 7]}" for i in range(40)]
+    return [
+        TrainExample(
+            f"what is {topic}", [f"the study of {topic}"], [f"the study of {topics[(i + 1) % 40]}"] * 2, [[], []]
+        )
+        for i, topic in enumerate(topics)
+    ]
+
+
 def test_a_slower_machine_evaluates_the_same_steps_and_saves_the_same_model(tiny_model_dir, monkeypatch):
     """The same training twice, once with every step slowed by a sleep (a busy machine): the guard plans its
     evaluations from counted work, so it scores the same steps and saves bit-identical weights. When it
@@ -287,3 +298,71 @@ def test_a_slower_machine_evaluates_the_same_steps_and_saves_the_same_model(tiny
     assert slow.guard["chosen"] == quick.guard["chosen"]
     assert all(torch.equal(quick_weights[name], slow_weights[name]) for name in quick_weights)
     assert slow.guard["plan"] == quick.guard["plan"] and quick.guard["plan"]["planned_steps"]
+
+
+def test_the_best_rule_keeps_the_highest_score_where_one_se_stays_nearer_the_start():
+    start = {f"q{i}": 0.4 + 0.01 * (i % 5) for i in range(40)}
+    tuned = {q: v + (0.11 if i % 2 else -0.09) for i, (q, v) in enumerate(start.items())}  # +0.01, noisy
+    mean = lambda d: sum(d.values()) / len(d)  # noqa: E731
+    candidates = [Candidate(mean(start), 0.0, "start", start), Candidate(mean(tuned), 1.0, "step 4", tuned)]
+    assert choose(candidates, "one-se").label == "start"
+    assert choose(candidates, "best").label == "step 4"
+    with pytest.raises(ValueError, match="rule must be one of one-se, best"):
+        choose(candidates, "vote")
+
+
+def test_the_moving_average_is_kept_and_chosen_when_it_scores_best():
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.zero_()
+    # step 0, steps 1..3 (the last one is the best step), then the average, then the merge grid's two merges
+    scores = iter([0.5, 0.6, 0.61, 0.62, 0.8, 0.7, 0.75])
+    guard = Guard(model, lambda: {"ndcg@10": next(scores)}, eval_steps=1, ema_decay=0.5, merge_grid=(0.3, 0.6))
+    guard.score_start()
+    for step in (1, 2, 3):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        guard.after_step(step)
+    # ema: 0 -> 0.5 -> 1.25 -> 2.125
+    assert torch.allclose(guard.ema_state["weight"], torch.full((1, 2), 2.125))
+    result = guard.finish(3, "auto", training_seconds=1.0, select=True)
+    labels = [c["label"] for c in result.candidates]
+    assert labels == [
+        "start",
+        "step 3",
+        "average to step 3",
+        "merge alpha=0.3 with average to step 3",
+        "merge alpha=0.6 with average to step 3",
+    ]
+    assert result.chosen == "average to step 3" and result.final_score == 0.8
+    assert torch.allclose(model.weight, torch.full((1, 2), 2.125))
+    assert all(c["per_query"] is None for c in result.candidates)  # the scorer here gives no per-query values
+
+
+def test_refit_trains_every_query_to_the_chosen_point_and_applies_the_chosen_merge(tiny_model_dir):
+    """With the last step chosen and a fixed merge, --refit is a run on every row (held-out ones too) with no
+    validation split, merged with the start by the same α."""
+    rows = topic_rows()
+    common = dict(
+        num_negatives=2, epochs=2, batch_size=4, learning_rate=1e-3, seed=3, eval_budget=0.01, precision="fp32"
+    )
+
+    refit_model = clpft.load_model(str(tiny_model_dir))
+    config = TrainConfig(**common, val_fraction=0.25, merge="auto", merge_grid="0.5", select="best", refit=True)
+    result = train_model(refit_model, rows, config, show_progress=False)
+    chosen = result.guard["chosen"]
+    last = result.optimizer_steps
+    assert chosen in (f"step {last}", f"merge alpha=0.5 with step {last}"), chosen  # training helps to the end
+    assert result.guard["refit"]["rows"] == len(rows) and result.examples < len(rows)
+    assert result.guard["refit"]["steps"] == result.guard["refit"]["planned_steps"]
+
+    plain_model = clpft.load_model(str(tiny_model_dir))
+    alpha = result.guard["merge_alpha"] if result.guard["merge_alpha"] is not None else "none"
+    plain = TrainConfig(**common, val_fraction=0.0, merge=alpha)
+    train_model(plain_model, rows, plain, show_progress=False)
+    refit_weights, plain_weights = refit_model.state_dict(), plain_model.state_dict()
+    assert max((refit_weights[k] - plain_weights[k]).abs().max().item() for k in plain_weights) < 1e-5
+
+    unrefit = clpft.load_model(str(tiny_model_dir))
+    train_model(unrefit, rows, TrainConfig(**common, val_fraction=0.25, merge="auto", merge_grid="0.5", select="best"))
+    assert any(not torch.equal(unrefit.state_dict()[k], refit_weights[k]) for k in refit_weights)

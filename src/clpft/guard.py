@@ -16,11 +16,16 @@ merges
     θ(α) = (1 - α) · θ_start + α · θ_best,   α ∈ {0.25, 0.5, 0.75}
 
 (WiSE-FT: Wortsman et al., "Robust fine-tuning of zero-shot models", CVPR 2022, arXiv:2109.01903;
-LM-Cocktail: Xiao et al. 2023, arXiv:2311.13534). A merge usually keeps most of the in-domain gain and
-gives back out-of-domain quality the tuning cost. Of the candidates, the one closest to the start whose
-validation nDCG@10 is within one standard error of the best is kept (``choose``: a difference the
-validation split cannot tell from noise does not earn a move away from the start); when that is the
-start itself, the start is saved and one line says so. For an upcycled
+LM-Cocktail: Xiao et al. 2023, arXiv:2311.13534), α on ``--merge-grid``. A merge usually keeps most of the
+in-domain gain and gives back out-of-domain quality the tuning cost. With ``--ema DECAY`` an exponential
+moving average of the weights is kept beside the training (Polyak averaging: a free average of the
+trajectory's last ~1/(1 - DECAY) steps) and scored at the end; the tuned state that the merges start from is
+then the best step or the average, whichever the validation split prefers. Of the candidates, ``--select``
+keeps either the one closest to the start whose validation nDCG@10 is within one standard error of the best
+(``one-se``: a difference the validation split cannot tell from noise does not earn a move away from the
+start) or the best (``best``); when that is the start itself, the start is saved and one line says so. Every
+candidate's per-query validation scores are recorded (``GuardResult.candidates``), so that a rule can be
+judged afterwards on queries it did not choose on (benchmarks/selection_rules.py). For an upcycled
 model the start is the upcycled model before training (experts as copies of the dense layer): it computes
 what the dense model computed, so α = 0 is the untouched model. ``--merge ALPHA`` applies one α without
 choosing (no validation split needed).
@@ -42,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 MERGE_GRID = (0.25, 0.5, 0.75)
 SCORE = "ndcg@10"  # the metric that chooses
+RULES = ("one-se", "best")
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -77,6 +83,10 @@ class GuardResult:
     # how the evaluated steps were fixed before training (clpft.training.evaluation_plan): token counts, an
     # evaluation's cost in optimizer steps, the planned steps; empty with --eval-steps
     plan: dict = field(default_factory=dict)
+    # every candidate scored at the end: {"label", "alpha", "score", "per_query"} (per-query validation nDCG@10)
+    candidates: list[dict] = field(default_factory=list)
+    rule: str = "one-se"
+    refit: dict = field(default_factory=dict)  # --refit: rows, steps, seconds of the second training
 
 
 @dataclass
@@ -87,9 +97,11 @@ class Candidate:
     per_query: dict[str, float] | None = None
 
 
-def choose(candidates: list[Candidate]) -> Candidate:
-    """The candidate closest to the start (smallest α) whose validation score is within one standard
-    error of the best one's: the one-standard-error rule (Breiman et al. 1984; Hastie, Tibshirani and
+def choose(candidates: list[Candidate], rule: str = "one-se") -> Candidate:
+    """``rule`` "best": the highest validation score (the start wins ties, then the larger α).
+
+    ``rule`` "one-se": the candidate closest to the start (smallest α) whose validation score is within one
+    standard error of the best one's: the one-standard-error rule (Breiman et al. 1984; Hastie, Tibshirani and
     Friedman, *The Elements of Statistical Learning*, 7.10), which picks the simplest model the
     validation data cannot tell from the best.
 
@@ -98,8 +110,10 @@ def choose(candidates: list[Candidate]) -> Candidate:
     it of the best in-domain usually keep what the start knew out of domain (WiSE-FT). The standard
     error is that of the mean per-query difference to the best candidate (paired, as the queries are
     the same). Without per-query values the best score wins and the start wins ties."""
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
     best = max(candidates, key=lambda c: (c.score, c.alpha == 0.0, c.alpha))
-    if best.per_query is None or any(c.per_query is None for c in candidates):
+    if rule == "best" or best.per_query is None or any(c.per_query is None for c in candidates):
         return best
     queries = sorted(best.per_query)
     for candidate in sorted(candidates, key=lambda c: c.alpha):
@@ -111,16 +125,19 @@ def choose(candidates: list[Candidate]) -> Candidate:
     return best
 
 
-def merge_alphas(merge: str | float | None) -> tuple[float, ...]:
+def merge_alphas(merge: str | float | None, grid: tuple[float, ...] = MERGE_GRID) -> tuple[float, ...]:
     """The merges ``Guard.finish`` scores for this ``--merge``: the grid for auto, the one α given, or none."""
     if merge == "auto":
-        return MERGE_GRID
+        return tuple(grid)
     return (merge,) if isinstance(merge, float) else ()
 
 
-def closing_merges(merge: str | float | None, select: bool = True) -> int:
-    """How many merges ``Guard.finish`` scores for this ``--merge`` (with the guard choosing: ``select``)."""
-    return len(merge_alphas(merge)) if select else 0
+def closing_merges(
+    merge: str | float | None, select: bool = True, grid: tuple[float, ...] = MERGE_GRID, ema: bool = False
+) -> int:
+    """How many evaluations ``Guard.finish`` adds for this ``--merge`` (with the guard choosing: ``select``):
+    one per merge, and one for the weights' moving average."""
+    return (len(merge_alphas(merge, grid)) + int(ema)) if select else 0
 
 
 def plan_evaluations(
@@ -147,10 +164,17 @@ class Guard:
         eval_steps: int = 0,
         patience: int = 0,
         precision: Callable[[], AbstractContextManager] = nullcontext,
+        ema_decay: float = 0.0,
+        merge_grid: tuple[float, ...] = MERGE_GRID,
+        rule: str = "one-se",
+        stop_at_step: int = 0,
     ) -> None:
         """``planned_steps``: the steps to evaluate (``plan_evaluations``); ``eval_steps`` > 0: every that many
-        steps instead."""
+        steps instead. ``ema_decay`` > 0: keep a moving average of the weights, a candidate at the end.
+        ``stop_at_step`` > 0: stop the training there (--refit's second training)."""
         self.model, self.evaluate, self.precision = model, evaluate, precision
+        self.ema_decay, self.merge_grid, self.rule = ema_decay, tuple(merge_grid), rule
+        self.stop_at_step = stop_at_step
         self.planned_steps, self.eval_steps, self.patience = set(planned_steps), eval_steps, patience
         self.start = trainable_state(model)
         self.history: list[dict[str, float]] = []
@@ -159,6 +183,7 @@ class Guard:
         self.evaluations_since_best, self.early_stopped_at = 0, None
         self.start_score, self.step_zero_seconds = None, 0.0
         self.last_per_query = self.start_per_query = self.best_per_query = None
+        self.ema_state = trainable_state(model) if ema_decay > 0 else None
 
     def score(self, step: int) -> float:
         started = time.perf_counter()
@@ -181,6 +206,10 @@ class Guard:
     def after_step(self, step: int) -> bool:
         """Called after every optimizer step; evaluates when the plan says so.
         Returns True to stop early."""
+        if self.ema_state is not None:
+            self._update_average()
+        if self.stop_at_step and step >= self.stop_at_step:
+            return True
         if self.evaluate is None:
             return False
         due = step % self.eval_steps == 0 if self.eval_steps else step in self.planned_steps
@@ -191,6 +220,13 @@ class Guard:
             self.early_stopped_at = step
             return True
         return False
+
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        """ema ← decay · ema + (1 - decay) · θ, for every weight that trains."""
+        for name, parameter in self.model.named_parameters():
+            if name in self.ema_state:
+                self.ema_state[name].lerp_(parameter.detach(), 1.0 - self.ema_decay)
 
     def _consider(self, step: int, score: float) -> None:
         if score > self.best_score:
@@ -213,24 +249,34 @@ class Guard:
             elif self.history:
                 result.final_score = self.history[-1][SCORE]
             return self._timed(result, training_seconds)
-        tuned = self.best_state
+        tuned, tuned_label = self.best_state, f"step {self.best_step}"
         if tuned is not None:
             result.best_step, result.best_score = self.best_step, self.best_score
         candidates: list[Candidate] = [Candidate(self.start_score, 0.0, "start", self.start_per_query)]
         if tuned is not None:
-            candidates.append(Candidate(self.best_score, 1.0, f"step {self.best_step}", self.best_per_query))
-            alphas = merge_alphas(merge)
-            for alpha in alphas:
+            candidates.append(Candidate(self.best_score, 1.0, tuned_label, self.best_per_query))
+        if self.ema_state is not None and select and isinstance(merge, str):
+            load_state(self.model, self.ema_state)
+            average = Candidate(self._score_candidate(final_step), 1.0, f"average to step {final_step}")
+            average.per_query = self.last_per_query
+            candidates.append(average)
+            if tuned is None or average.score > self.best_score:  # merges then start from the average
+                tuned, tuned_label = self.ema_state, average.label
+        if tuned is not None:
+            for alpha in merge_alphas(merge, self.merge_grid):
                 load_state(self.model, blend(self.start, tuned, alpha))
-                merged = self.score(final_step)
-                self.history.pop()  # a merge is not a point of the training curve
+                merged = self._score_candidate(final_step)
                 result.merge_scores[f"{alpha:g}"] = merged
                 candidates.append(
-                    Candidate(merged, alpha, f"merge alpha={alpha:g} with step {self.best_step}", self.last_per_query)
+                    Candidate(merged, alpha, f"merge alpha={alpha:g} with {tuned_label}", self.last_per_query)
                 )
             if isinstance(merge, float):  # a fixed α is applied, not chosen
                 candidates = [c for c in candidates if c.alpha == merge]
-        pick = choose(candidates)
+        result.rule = self.rule
+        result.candidates = [
+            {"label": c.label, "alpha": c.alpha, "score": c.score, "per_query": c.per_query} for c in candidates
+        ]
+        pick = choose(candidates, self.rule)
         score, alpha, chosen = pick.score, pick.alpha, pick.label
         result.best_candidate = max(candidates, key=lambda c: (c.score, -c.alpha)).label
         result.chosen, result.final_score = chosen, score
@@ -238,10 +284,18 @@ class Guard:
         if chosen == "start":
             load_state(self.model, self.start)
         elif chosen.startswith("step"):
-            load_state(self.model, tuned)
+            load_state(self.model, self.best_state)
+        elif chosen.startswith("average"):
+            load_state(self.model, self.ema_state)
         else:
             load_state(self.model, blend(self.start, tuned, alpha))
         return self._timed(result, training_seconds)
+
+    def _score_candidate(self, step: int) -> float:
+        """A closing candidate's score: not a point of the training curve."""
+        score = self.score(step)
+        self.history.pop()
+        return score
 
     def _timed(self, result: GuardResult, training_seconds: float) -> GuardResult:
         result.eval_seconds = round(self.eval_seconds, 2)

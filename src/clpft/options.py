@@ -118,6 +118,17 @@ def check_ranges(values: Mapping[str, Any]) -> None:
         raise ClpftError(f"--experts-per-token must be at most --num-experts, got {per_token} of {experts}")
 
 
+def parse_grid(text: str) -> tuple[float, ...]:
+    """``--merge-grid``: comma-separated α strictly between 0 and 1 (0 and 1 are always candidates)."""
+    try:
+        alphas = tuple(sorted({float(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise ValueError(f"--merge-grid must be numbers separated by commas, got {text!r}") from None
+    if not alphas or any(not 0 < a < 1 for a in alphas):
+        raise ValueError(f"--merge-grid must list numbers strictly between 0 and 1, got {text!r}")
+    return alphas
+
+
 def parse_merge(value: str | float | None) -> str | float:
     """ "none", "auto" or a number in [0, 1]; anything else raises ValueError with the message to show."""
     if value is None or value == "none":
@@ -259,6 +270,26 @@ class TrainConfig:
         "validation split among 0.25, 0.5, 0.75, the tuned and the start), none, or a",
         preset=True,
     )
+    merge_grid: str = option(
+        "0.25,0.5,0.75",
+        "with --merge auto: the merges scored, α between 0 and 1 separated by commas (each costs one evaluation)",
+    )
+    select: Literal["one-se", "best"] = option(
+        "one-se",
+        "with the guard: which candidate is saved: one-se (the one nearest the start within one standard error of "
+        "the best validation score) or best (the best score)",
+    )
+    ema: float = option(
+        0.0,
+        "with the guard: also keep an exponential moving average of the weights with this decay (0: off), a "
+        "candidate beside the best step (merges start from whichever scores higher)",
+        range=Range(0, 1, high_open=True),
+    )
+    refit: bool = option(
+        False,
+        "with the guard: once it has chosen the schedule's stopping point and the merge, train again from the start "
+        "on every training query (the held-out ones too) to that point and apply the same merge",
+    )
     eval_budget: float = option(
         0.15,
         "with --val-fraction and --eval-steps 0: keep validation under this share of the training's work "
@@ -281,6 +312,7 @@ class TrainConfig:
         check_ranges(self.__dict__)
         try:
             self.merge = parse_merge(self.merge)
+            self.merge_grid = ",".join(f"{a:g}" for a in parse_grid(self.merge_grid))
         except ValueError as error:
             raise ClpftError(str(error)) from None
         if self.merge == "auto" and not (self.guard and self.val_fraction > 0):

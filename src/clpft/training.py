@@ -28,10 +28,10 @@ from clpft.collator import CLPDataCollator, build_dataset
 from clpft.data.batching import NoFalseNegativesBatchSampler
 from clpft.data.trainset import TrainExample
 from clpft.errors import ClpftError
-from clpft.guard import Guard, closing_merges, plan_evaluations
+from clpft.guard import Guard, blend, closing_merges, load_state, plan_evaluations, trainable_state
 from clpft.losses import CachedCLPLoss, CLPLoss, InfoNCELoss
 from clpft.modeling_clpft_moe import MoELinear
-from clpft.options import PRECISIONS, TrainConfig
+from clpft.options import PRECISIONS, TrainConfig, parse_grid
 from clpft.precision import autocast
 from clpft.precision import resolve as resolve_precision
 from clpft.preparation import prepare_model
@@ -90,8 +90,6 @@ def train_model(
     """Fine-tune ``model`` in place on ``examples`` as ``config`` says (upcycling it to MoE first if asked).
     With ``config.val_fraction`` the held-out queries rank ``val_corpus`` (id -> text) when given, else the
     pool of their positives and negatives."""
-    from sentence_transformers import SentenceTransformerTrainingArguments
-    from sentence_transformers.base.sampler import BatchSamplers
     from transformers import set_seed
 
     if config.moe not in ("none", "intermediate", "output"):
@@ -111,6 +109,7 @@ def train_model(
     print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.1f}%)", flush=True)
 
     own_before = count_own_queries(examples)
+    every_example = examples  # --refit trains on these again, the held-out queries included
     examples, val_examples = split_validation(examples, config.val_fraction, config.seed)
     own_removed = own_before - count_own_queries(examples) - count_own_queries(val_examples)
     if own_removed:
@@ -170,47 +169,9 @@ def train_model(
     precision = resolve_precision(config.precision, model.device.type)
     with contextlib.ExitStack() as stack:
         scratch = config.checkpoint_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="clpft-trainer-"))
-        args = SentenceTransformerTrainingArguments(
-            output_dir=scratch,
-            num_train_epochs=config.epochs,
-            max_steps=config.max_steps,
-            per_device_train_batch_size=config.batch_size,
-            gradient_accumulation_steps=config.grad_accum,
-            learning_rate=config.learning_rate,
-            learning_rate_mapping=_moe_learning_rates(model, config.moe_learning_rate),
-            warmup_steps=int(config.warmup_ratio * total_steps),
-            weight_decay=config.weight_decay,
-            seed=config.seed,
-            data_seed=config.seed,
-            save_strategy="steps" if config.save_steps else "no",
-            save_steps=config.save_steps or 500,
-            save_total_limit=None,  # clpft rotates, counting complete checkpoints only (clpft.checkpoints)
-            report_to="none",
-            logging_steps=config.logging_steps or max(1, total_steps // 20),
-            disable_tqdm=not show_progress,
-            dataloader_drop_last=False,
-            dataloader_pin_memory=torch.cuda.is_available(),
-            remove_unused_columns=False,
-            # In-batch negatives: no row's positive may be another row's positive or negative (clpft.data.batching).
-            batch_sampler=NoFalseNegativesBatchSampler if config.batch_size > 1 else BatchSamplers.BATCH_SAMPLER,
-            bf16=precision == "bf16",
-            use_cpu=precision == "bf16" and not torch.cuda.is_available(),  # the trainer's way to allow CPU bf16
-            fp16=precision == "fp16",
-            # non-reentrant checkpointing: gradients still reach the trained layers when the embeddings are frozen
-            **_checkpointing_args(config.gradient_checkpointing),
-        )
-        trainer_class, epoch_callback, guard_callback = trainer_module.trainer_classes()
-        if not model.model_card_data.widget:
-            # sentence-transformers' trainer otherwise scans up to 1,000 rows, behind a progress bar nothing
-            # switches off, for the example its model card shows; the first row serves as well.
-            first = dataset[0]
-            model.model_card_data.widget = [
-                {"source_sentence": first["query"], "sentences": [first["positives"][0], first["negative_1"]]}
-            ]
-        trainer = trainer_class(model=model, args=args, train_dataset=dataset, loss=loss, data_collator=collator)
-        trainer.add_callback(epoch_callback(collator))
-        # The guard (clpft.guard) scores the held-out queries at step 0 and on its time budget, and keeps the
-        # best state.
+        args = _training_arguments(model, config, scratch, total_steps, precision, show_progress)
+        # The guard (clpft.guard) scores the held-out queries at step 0 and at the steps planned before training
+        # (evaluation_plan), and keeps the best state.
         plan = (
             evaluation_plan(
                 model, evaluator, dataset, config, total_steps, uses_own_queries=collator.with_negative_queries
@@ -225,14 +186,14 @@ def train_model(
             planned_steps=plan.get("planned_steps", []),
             eval_steps=config.eval_steps,
             patience=config.patience,
+            ema_decay=config.ema,
+            merge_grid=parse_grid(config.merge_grid),
+            rule=config.select,
         )
-        trainer.add_callback(guard_callback(guard))
-        if not show_progress:
-            from transformers.trainer_callback import PrinterCallback
-
-            trainer.remove_callback(PrinterCallback)
+        trainer = _trainer(model, args, dataset, loss, collator, guard, show_progress)
         guard.score_start()  # before train(): on a resume, too, the model still holds the start's weights here
         started = time.perf_counter()
+        set_seed(config.seed)  # dropout draws from here on depend on the seed alone, not on what ran before
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         seconds = time.perf_counter() - started
         # accelerate wraps forward() in its autocast for mixed precision and leaves it there: unwrap it, so the
@@ -265,6 +226,8 @@ def train_model(
             message = guard.message(chosen) if config.guard else validation_regression(val_history)
             if message:
                 logger.warning(message)
+        if config.refit and evaluator is not None and config.guard and chosen.chosen != "start":
+            chosen.refit = _refit(model, every_example, config, guard, chosen, total_steps, precision, scratch)
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
@@ -287,6 +250,125 @@ def train_model(
         guard=dataclasses.asdict(chosen),
         precision=precision,
     )
+
+
+def _refit(
+    model: SentenceTransformer,
+    every_example: list[TrainExample],
+    config: TrainConfig,
+    guard: Guard,
+    chosen,
+    planned_steps: int,
+    precision: str,
+    scratch: str,
+) -> dict[str, Any]:
+    """``--refit``: train again from the start on every training query, the held-out ones included, to the
+    point of the schedule the guard chose (the same share of the same number of epochs), then apply the
+    chosen merge. The held-out queries served to choose the stopping point and α; once chosen, a model that
+    has also learned from them is the better one to hand over (as a refit after cross-validation is)."""
+    from transformers import set_seed
+
+    uses_average = "average" in chosen.chosen
+    stop_share = 1.0 if uses_average else chosen.best_step / planned_steps
+    set_seed(config.seed)
+    load_state(model, guard.start)
+    refit_config = dataclasses.replace(config, save_steps=0)  # a refit is redone whole, never resumed
+    dataset, _ = build_dataset(every_example, config.num_negatives)
+    loss = make_loss(model, refit_config)
+    collator = CLPDataCollator.for_model(
+        model,
+        config.query_max_tokens,
+        config.passage_max_tokens,
+        with_negative_queries=getattr(loss, "uses_negative_queries", False),
+        max_queries_per_negative=config.max_queries_per_negative,
+        seed=config.seed,
+    )
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    batches = (
+        len(NoFalseNegativesBatchSampler(dataset, config.batch_size, False, seed=config.seed, world_size=world))
+        if config.batch_size > 1
+        else len(dataset)
+    )
+    steps_per_epoch = math.ceil(math.ceil(batches / world) / config.grad_accum)
+    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
+    stop_at = max(1, round(stop_share * total_steps))
+    follower = Guard(model, None, ema_decay=config.ema if uses_average else 0.0, stop_at_step=stop_at)
+    args = _training_arguments(model, refit_config, scratch, total_steps, precision, show_progress=False)
+    trainer = _trainer(model, args, dataset, loss, collator, follower, show_progress=False)
+    print(f"refit: {len(dataset)} rows (every training query), {stop_at} of {total_steps} steps", flush=True)
+    started = time.perf_counter()
+    set_seed(config.seed)  # the same draws as a first training on these rows would make
+    trainer.train()
+    from accelerate.utils import extract_model_from_parallel
+
+    extract_model_from_parallel(model, keep_fp32_wrapper=False)
+    if uses_average:
+        load_state(model, follower.ema_state)
+    if chosen.merge_alpha is not None:
+        load_state(model, blend(guard.start, trainable_state(model), chosen.merge_alpha))
+    return {
+        "rows": len(dataset),
+        "steps": trainer.state.global_step,
+        "planned_steps": total_steps,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def _training_arguments(
+    model: SentenceTransformer, config: TrainConfig, scratch: str, total_steps: int, precision: str, show_progress: bool
+):
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    return SentenceTransformerTrainingArguments(
+        output_dir=scratch,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        learning_rate_mapping=_moe_learning_rates(model, config.moe_learning_rate),
+        warmup_steps=int(config.warmup_ratio * total_steps),
+        weight_decay=config.weight_decay,
+        seed=config.seed,
+        data_seed=config.seed,
+        save_strategy="steps" if config.save_steps else "no",
+        save_steps=config.save_steps or 500,
+        save_total_limit=None,  # clpft rotates, counting complete checkpoints only (clpft.checkpoints)
+        report_to="none",
+        logging_steps=config.logging_steps or max(1, total_steps // 20),
+        disable_tqdm=not show_progress,
+        dataloader_drop_last=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        remove_unused_columns=False,
+        # In-batch negatives: no row's positive may be another row's positive or negative (clpft.data.batching).
+        batch_sampler=NoFalseNegativesBatchSampler if config.batch_size > 1 else BatchSamplers.BATCH_SAMPLER,
+        bf16=precision == "bf16",
+        use_cpu=precision == "bf16" and not torch.cuda.is_available(),  # the trainer's way to allow CPU bf16
+        fp16=precision == "fp16",
+        # non-reentrant checkpointing: gradients still reach the trained layers when the embeddings are frozen
+        **_checkpointing_args(config.gradient_checkpointing),
+    )
+
+
+def _trainer(model: SentenceTransformer, args, dataset, loss, collator: CLPDataCollator, guard: Guard, show_progress):
+    """sentence-transformers' trainer with clpft's callbacks: the collator's epoch and the guard."""
+    trainer_class, epoch_callback, guard_callback = trainer_module.trainer_classes()
+    if not model.model_card_data.widget:
+        # sentence-transformers' trainer otherwise scans up to 1,000 rows, behind a progress bar nothing
+        # switches off, for the example its model card shows; the first row serves as well.
+        first = dataset[0]
+        model.model_card_data.widget = [
+            {"source_sentence": first["query"], "sentences": [first["positives"][0], first["negative_1"]]}
+        ]
+    trainer = trainer_class(model=model, args=args, train_dataset=dataset, loss=loss, data_collator=collator)
+    trainer.add_callback(epoch_callback(collator))
+    trainer.add_callback(guard_callback(guard))
+    if not show_progress:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def evaluation_plan(
@@ -325,7 +407,7 @@ def evaluation_plan(
     passes = 3 + (config.gradcache_mini_batch > 0)
     step_tokens = passes * row_tokens / len(dataset) * config.batch_size * config.grad_accum
     cost = evaluation_tokens / step_tokens
-    closing = 1 + closing_merges(config.merge, config.guard)
+    closing = 1 + closing_merges(config.merge, config.guard, parse_grid(config.merge_grid), config.ema > 0)
     return {
         "evaluation_tokens": evaluation_tokens,
         "step_tokens": round(step_tokens),
