@@ -34,34 +34,73 @@ def _vocab() -> dict[str, int]:
     return {token: i for i, token in enumerate(dict.fromkeys(tokens))}
 
 
-def make_tiny_model(folder: Path, family: str = "bert", seed: int = 0):
-    """A SentenceTransformer over a 2-layer random encoder of ``family`` ("bert", "xlm-roberta" or "mpnet")."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.base.modules import Transformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
-    from transformers import BertConfig, BertModel, BertTokenizerFast, XLMRobertaConfig, XLMRobertaModel
+FAMILIES = (
+    "bert",
+    "xlm-roberta",
+    "mpnet",
+    "distilbert",
+    "modernbert",
+    "electra",
+    "deberta_v2",
+    "qwen3",
+    "gemma3",
+    "gpt2",
+)
 
-    torch.manual_seed(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = BertTokenizerFast(vocab=_vocab(), do_lower_case=True)
+
+def tiny_config(family: str, vocab_size: int):
+    """A 2-layer, 32-wide random config of ``family`` (transformers' model type), dropout off."""
+    import transformers
+
     common = dict(
-        vocab_size=tokenizer.vocab_size + 2,
+        vocab_size=vocab_size,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=48,
         max_position_embeddings=80,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
     )
-    if family == "bert":
-        encoder = BertModel(BertConfig(**common))
-    elif family == "mpnet":
-        from transformers import MPNetConfig, MPNetModel
+    bert_like = dict(common, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    special = dict(pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    decoder = dict(common, num_key_value_heads=1, head_dim=16, **special)
+    configs = {
+        "bert": lambda: transformers.BertConfig(**bert_like),
+        "xlm-roberta": lambda: transformers.XLMRobertaConfig(**bert_like, **special),
+        "mpnet": lambda: transformers.MPNetConfig(**bert_like),
+        "electra": lambda: transformers.ElectraConfig(**bert_like, embedding_size=32),
+        "deberta_v2": lambda: transformers.DebertaV2Config(**bert_like),
+        "distilbert": lambda: transformers.DistilBertConfig(
+            vocab_size=vocab_size,
+            dim=32,
+            n_layers=2,
+            n_heads=2,
+            hidden_dim=48,
+            max_position_embeddings=80,
+            dropout=0.0,
+            attention_dropout=0.0,
+        ),
+        "modernbert": lambda: transformers.ModernBertConfig(
+            **common, **special, cls_token_id=2, sep_token_id=3, attention_dropout=0.0, mlp_dropout=0.0
+        ),
+        "qwen3": lambda: transformers.Qwen3Config(**decoder),
+        "gemma3": lambda: transformers.Gemma3TextConfig(**decoder),
+        # GPT-2's projections are Conv1D layers, not nn.Linear: the one family here MoE upcycling refuses
+        "gpt2": lambda: transformers.GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=80),
+    }
+    return configs[family]()
 
-        encoder = MPNetModel(MPNetConfig(**common))
-    else:
-        encoder = XLMRobertaModel(XLMRobertaConfig(**common, pad_token_id=0, bos_token_id=2, eos_token_id=3))
+
+def make_tiny_model(folder: Path, family: str = "bert", seed: int = 0):
+    """A SentenceTransformer over a 2-layer random model of ``family`` (one of ``FAMILIES``), mean pooling."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+    from transformers import AutoModel, BertTokenizerFast
+
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = BertTokenizerFast(vocab=_vocab(), do_lower_case=True)
+    encoder = AutoModel.from_config(tiny_config(family, tokenizer.vocab_size + 2))
     encoder.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     transformer = Transformer(str(folder), max_seq_length=64)

@@ -1,11 +1,14 @@
-"""MoE upcycling: equal to the dense model at initialisation (BERT and XLM-R), vectorised dispatch
-equal to a per-token loop, router gradients, and a saved MoE model loading three ways."""
+"""MoE upcycling: equal to the dense model at initialisation (nine architectures, encoders and decoders, and
+the two real models), vectorised dispatch equal to a per-token loop, router gradients, and a saved MoE model
+of every architecture loading three ways."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -153,7 +156,7 @@ print(json.dumps({{"st": emb.tolist(), "hf": mean.tolist(), "cls": type(hf).__na
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["cls"] == "BertMoEModel"
+    assert out["cls"] == config["architectures"][0]
     assert (torch.tensor(out["st"]) - want).abs().max().item() < 1e-6
     assert (torch.tensor(out["hf"]) - want).abs().max().item() < 1e-5
 
@@ -169,7 +172,14 @@ def test_moe_model_loads_three_ways(tmp_path):
     folder = save_model(model, tmp_path / "moe-model")
 
     config = json.loads((folder / "config.json").read_text())
-    assert config["clpft_moe"] == {"where": "intermediate", "num_experts": 2, "experts_per_token": 1, "layers": [0, 1]}
+    assert config["clpft_moe"] == {
+        "where": "intermediate",
+        "num_experts": 2,
+        "experts_per_token": 1,
+        "layers": [0, 1],
+        "layer_list": "encoder.layer",
+        "projections": ["intermediate.dense"],
+    }
     assert config["auto_map"]["AutoModel"] == "modeling_clpft_moe.BertMoEModel"
     assert (folder / "modeling_clpft_moe.py").exists()
     assert (folder / "model.safetensors").exists() and not list(folder.glob("*.bin"))
@@ -236,14 +246,14 @@ def test_gpu_check_script_runs_on_a_tiny_config(tmp_path):
 
 
 def test_a_model_moe_cannot_upcycle_is_refused_before_any_encoding(tiny_beir, tmp_path, capsys, monkeypatch):
-    """An MPNet encoder (all-mpnet-base-v2's class): `clpft run` with the default --moe says so in one line,
-    naming --moe none, before the base evaluation or mining encode anything."""
+    """A GPT-2 model (its projections are Conv1D layers, which upcycling does not find): `clpft run` with the
+    default --moe says so in one line, naming --moe none, before the base evaluation or mining encode anything."""
     from clpft.cli import main
     from clpft.mining import encode as encode_module
     from conftest import make_tiny_model
 
-    folder = tmp_path / "mpnet"
-    make_tiny_model(tmp_path / "mpnet-hf", family="mpnet").save(str(folder))
+    folder = tmp_path / "gpt2"
+    make_tiny_model(tmp_path / "gpt2-hf", family="gpt2").save(str(folder))
     encoded = []
     original = encode_module.encode_texts
     monkeypatch.setattr(encode_module, "encode_texts", lambda *a, **k: encoded.append(1) or original(*a, **k))
@@ -251,7 +261,75 @@ def test_a_model_moe_cannot_upcycle_is_refused_before_any_encoding(tiny_beir, tm
     capsys.readouterr()
     assert main(["run", "--data", str(tiny_beir), "--out", str(out), "--model", str(folder), "--quiet"]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith("clpft: error: cannot upcycle MPNetModel to MoE") and "--moe none" in error
+    assert error.startswith("clpft: error: cannot upcycle GPT2Model to MoE") and "--moe none" in error
     assert not encoded and not (out / "base_metrics.json").exists()
     argv = ["run", "--data", str(tiny_beir), "--out", str(out), "--model", str(folder), "--moe", "none"]
     assert main([*argv, "--num-negatives", "2", "--max-steps", "1", "--quiet"]) == 0
+
+
+ARCHITECTURES = {  # family -> (the transformers class, the FFN input projections upcycling must find)
+    "bert": ("BertModel", ["intermediate.dense"]),
+    "xlm-roberta": ("XLMRobertaModel", ["intermediate.dense"]),
+    "mpnet": ("MPNetModel", ["intermediate.dense"]),
+    "distilbert": ("DistilBertModel", ["ffn.lin1"]),
+    "modernbert": ("ModernBertModel", ["mlp.Wi"]),
+    "electra": ("ElectraModel", ["intermediate.dense"]),
+    "deberta_v2": ("DebertaV2Model", ["intermediate.dense"]),
+    "qwen3": ("Qwen3Model", ["mlp.gate_proj", "mlp.up_proj"]),
+    "gemma3": ("Gemma3TextModel", ["mlp.gate_proj", "mlp.up_proj"]),
+}
+
+
+@pytest.mark.parametrize("family", list(ARCHITECTURES))
+def test_every_architecture_upcycles_exactly_and_loads_three_ways(family, tmp_path):
+    from conftest import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "base", family=family)
+    base_class, projections = ARCHITECTURES[family]
+    assert type(hf_model_of(model)).__name__ == base_class
+    before = model.encode(TEXTS, convert_to_tensor=True)
+    upcycle(model)
+    settings = hf_model_of(model).config.clpft_moe
+    assert settings["projections"] == projections
+    after = model.encode(TEXTS, convert_to_tensor=True)
+    assert (after - before).abs().max().item() <= 1e-5  # the upcycled model computes what the dense one did
+    moe_layers = [m for m in hf_model_of(model).modules() if isinstance(m, MoELinear)]
+    assert len(moe_layers) == 2 * len(projections)
+    with torch.no_grad():  # a "trained" model: experts differ from each other
+        for m in moe_layers:
+            m.weight.add_(0.05 * torch.randn_like(m.weight))
+    want = model.encode(TEXTS, convert_to_tensor=True)
+    assert (want - before).abs().max().item() > 1e-4
+    folder = save_model(model, tmp_path / "moe-model")
+    assert json.loads((folder / "config.json").read_text())["architectures"] == [
+        base_class.removesuffix("Model") + "MoEModel"
+    ]
+    assert_loads_three_ways(folder, want, tmp_path)
+
+
+def test_the_output_projection_upcycles_on_a_gated_ffn(tmp_path):
+    from conftest import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "base", family="qwen3")
+    before = model.encode(TEXTS, convert_to_tensor=True)
+    upcycle(model, where="output", num_experts=3, experts_per_token=2)
+    assert hf_model_of(model).config.clpft_moe["projections"] == ["mlp.down_proj"]
+    assert (model.encode(TEXTS, convert_to_tensor=True) - before).abs().max().item() <= 1e-5
+
+
+MPNET_FOLDER = Path(os.environ.get("CLPFT_MPNET", Path(__file__).resolve().parents[1] / "models" / "all-mpnet-base-v2"))
+
+
+@pytest.mark.parametrize("name", ["all-MiniLM-L6-v2", "all-mpnet-base-v2"])
+def test_the_real_models_upcycle_exactly(name):
+    """The packaged all-MiniLM-L6-v2 (BERT) and all-mpnet-base-v2 (MPNet; benchmarks/fetch_mpnet.py puts it in
+    models/, or CLPFT_MPNET names its folder): max abs difference of fp32 embeddings <= 1e-5."""
+    if name == "all-mpnet-base-v2" and not (MPNET_FOLDER / "modules.json").is_file():
+        pytest.skip(f"{MPNET_FOLDER} absent: python benchmarks/fetch_mpnet.py --out {MPNET_FOLDER}")
+    model = clpft.load_model(None if name == "all-MiniLM-L6-v2" else MPNET_FOLDER)
+    texts = [*TEXTS, "Boundary layer transition on a flat plate at hypersonic speeds, with heat transfer."]
+    before = model.encode(texts, convert_to_tensor=True)
+    upcycle(model)
+    after = model.encode(texts, convert_to_tensor=True)
+    assert (after - before).abs().max().item() <= 1e-5
+    assert sum(isinstance(m, MoELinear) for m in model.modules()) == len(hf_model_of(model).config.clpft_moe["layers"])

@@ -112,7 +112,8 @@ class CLPDataCollator:
             if limit and passage_max_tokens
             else passage_max_tokens or limit,
             query_prompt=prompts.get("query"),
-            passage_prompt=prompts.get("document") or prompts.get("passage"),
+            # the names sentence-transformers' encode_document looks for, in its order
+            passage_prompt=prompts.get("document") or prompts.get("passage") or prompts.get("corpus"),
             with_negative_queries=with_negative_queries,
             max_queries_per_negative=max_queries_per_negative,
             seed=seed,

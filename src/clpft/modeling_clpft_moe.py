@@ -1,4 +1,4 @@
-"""Mixture-of-experts FFN layers for BERT-family encoders, upcycled from a dense checkpoint.
+"""Mixture-of-experts FFN layers for transformer embedders, upcycled from a dense checkpoint.
 
 This file is self-contained on purpose (it imports only torch and transformers): when clpft saves
 an MoE model, transformers copies this file into the model folder and records it in the config's
@@ -6,9 +6,11 @@ an MoE model, transformers copies this file into the model folder and records it
 ``SentenceTransformer(folder, trust_remote_code=True)`` load the model on a machine without clpft,
 the convention MoE embedders such as Nomic Embed v2 follow.
 
-Layout: ``MoELinear`` is the layer; ``apply_moe_structure`` swaps a model's dense FFN layers for
-empty ``MoELinear`` layers of the same shape (used when loading a saved MoE model); the config and
-model classes at the bottom add that step to BERT, RoBERTa and XLM-RoBERTa.
+Layout: ``MoELinear`` is the layer; ``transformer_layers`` and ``ffn_projections`` find a model's FFN
+projections from its structure (any encoder or decoder whose layers hold ``nn.Linear`` projections);
+``apply_moe_structure`` swaps the recorded projections for empty ``MoELinear`` layers of the same shape (used
+when loading a saved MoE model); ``moe_classes`` makes the MoE config and model class of any transformers
+model class, which the module's ``__getattr__`` also hands to a folder's ``auto_map``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel, XLMRobertaConfig, XLMRobertaModel
 
 
 class _SlotsToTokens(torch.autograd.Function):
@@ -162,53 +163,104 @@ class MoELinear(nn.Module):
         )
 
 
-# Where the FFN dense layers live in a BERT-style layer: ``layer.intermediate.dense`` (hidden -> 4h,
-# before the activation) and ``layer.output.dense`` (4h -> hidden).
+# What "intermediate" and "output" mean in any transformer layer: the FFN's input projections (hidden -> the
+# FFN's width: BERT's ``intermediate.dense``, DistilBERT's ``ffn.lin1``, ModernBERT's fused ``mlp.Wi``, Qwen3's
+# and Gemma3's ``mlp.gate_proj`` and ``mlp.up_proj``) and its output projection (width -> hidden: BERT's
+# ``output.dense``, ``ffn.lin2``, ``mlp.Wo``, ``mlp.down_proj``).
 MOE_PLACES = ("intermediate", "output")
+# Before the projections' paths were recorded in the config, MoE models were BERT-style: these paths.
+LEGACY_LAYERS, LEGACY_PROJECTION = "encoder.layer", "{where}.dense"
 
 
-def encoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The transformer layers of a BERT-style encoder (BERT, RoBERTa, XLM-R, ELECTRA, ...)."""
-    encoder = getattr(model, "encoder", None)
-    layers = getattr(encoder, "layer", None)
-    if not isinstance(layers, nn.ModuleList):
-        raise ValueError(
-            f"{type(model).__name__} has no encoder.layer list; MoE upcycling supports BERT-style encoders "
-            "(BERT, RoBERTa, XLM-RoBERTa)"
-        )
-    return layers
+def transformer_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """(path, list) of the model's transformer layers, found by structure: the longest ``nn.ModuleList`` whose
+    items are all of one class (``encoder.layer`` in BERT, ``transformer.layer`` in DistilBERT, ``layers`` in
+    ModernBERT, Qwen3 and Gemma3)."""
+    lists = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList) and len(module) > 0 and len({type(item) for item in module}) == 1
+    ]
+    if not lists:
+        raise ValueError(f"{type(model).__name__} has no list of transformer layers")
+    return max(lists, key=lambda item: (len(item[1]), -item[0].count(".")))
 
 
-def dense_of(layer: nn.Module, where: str) -> tuple[nn.Module, str]:
-    """(parent module, attribute name) of the dense FFN layer at ``where`` in one transformer layer."""
+def _common_depth(a: str, b: str) -> int:
+    depth = 0
+    for x, y in zip(a.split("."), b.split(".")):
+        if x != y:
+            break
+        depth += 1
+    return depth
+
+
+def ffn_projections(layer: nn.Module, where: str) -> list[str]:
+    """The paths, inside one transformer layer, of its FFN projections at ``where``, found by their shapes.
+
+    The FFN's output projection is the layer's linear map with the widest input (the FFN's width is wider
+    than the attention's), and it maps back to the hidden size. Its input projections map the hidden size to
+    that width (or twice it: a fused gate and input, as ModernBERT's ``Wi``); of those, the ones nearest the
+    output projection in the module tree (an attention projection of the same shape lives elsewhere).
+
+    For a gated FFN, ``act(gate(x)) * up(x)``, "intermediate" upcycles both input projections, each with its
+    own router (a fused one is one layer, so one router for both halves). Every expert starts as a copy, so
+    the model computes what it computed; a router per projection keeps the layer a drop-in for the dense one
+    without changing the model's forward code, at the price that a token's gate and value experts are chosen
+    separately."""
     if where not in MOE_PLACES:
         raise ValueError(f"where must be one of {MOE_PLACES}, got {where!r}")
-    parent = getattr(layer, where, None)
-    if parent is None or not hasattr(parent, "dense"):
-        raise ValueError(f"{type(layer).__name__} has no {where}.dense layer")
-    return parent, "dense"
+    linears = {name: m for name, m in layer.named_modules() if isinstance(m, (nn.Linear, MoELinear))}
+    if not linears:
+        raise ValueError(f"{type(layer).__name__} has no linear layers to upcycle")
+    widest = max(m.in_features for m in linears.values())
+    outputs = [name for name, m in linears.items() if m.in_features == widest]
+    if len(outputs) != 1:
+        raise ValueError(f"{type(layer).__name__}: cannot tell its FFN output projection among {outputs}")
+    output = outputs[0]
+    hidden = linears[output].out_features
+    if where == "output":
+        return [output]
+    inputs = [
+        name
+        for name, m in linears.items()
+        if name != output and m.in_features == hidden and m.out_features in (widest, 2 * widest)
+    ]
+    if not inputs:
+        raise ValueError(f"{type(layer).__name__}: no FFN input projection ({hidden} -> {widest}) found")
+    nearest = max(_common_depth(name, output) for name in inputs)
+    return [name for name in inputs if _common_depth(name, output) == nearest]
+
+
+def _replace(layer: nn.Module, path: str, module: nn.Module) -> None:
+    parent_path, _, attribute = path.rpartition(".")
+    setattr(layer.get_submodule(parent_path) if parent_path else layer, attribute, module)
+
+
+def moe_paths(model: nn.Module, moe: dict[str, Any]) -> tuple[nn.ModuleList, list[str]]:
+    """The layer list and the projections' paths that ``moe`` (a config's ``clpft_moe`` entry) names."""
+    layers = model.get_submodule(moe.get("layer_list", LEGACY_LAYERS))
+    projections = moe.get("projections") or [LEGACY_PROJECTION.format(where=moe["where"])]
+    return layers, projections
 
 
 def apply_moe_structure(model: nn.Module, moe: dict[str, Any]) -> None:
-    """Replace the dense layers that ``moe`` (a config's ``clpft_moe`` entry) names with empty MoELinear
-    layers, so that a state dict saved from an upcycled model loads into ``model``."""
-    layers = encoder_layers(model)
+    """Replace the dense layers that ``moe`` names with empty MoELinear layers, so that a state dict saved
+    from an upcycled model loads into ``model``."""
+    layers, projections = moe_paths(model, moe)
     for index in moe["layers"]:
-        parent, name = dense_of(layers[index], moe["where"])
-        dense = getattr(parent, name)
-        if isinstance(dense, MoELinear):
-            continue
-        setattr(
-            parent,
-            name,
-            MoELinear(
+        for path in projections:
+            dense = layers[index].get_submodule(path)
+            if isinstance(dense, MoELinear):
+                continue
+            replacement = MoELinear(
                 dense.in_features,
                 dense.out_features,
                 moe["num_experts"],
                 moe["experts_per_token"],
                 bias=dense.bias is not None,
-            ),
-        )
+            )
+            _replace(layers[index], path, replacement)
 
 
 class _MoEModelMixin:
@@ -231,33 +283,35 @@ class _MoEModelMixin:
         super()._init_weights(module)
 
 
-class BertMoEConfig(BertConfig):
-    model_type = "clpft-moe-bert"
+def moe_classes(base_model_class: type) -> tuple[type, type]:
+    """(config class, model class) of the MoE version of a transformers model class: ``MPNetModel`` gives
+    ``MPNetMoEConfig`` (model type ``clpft-moe-mpnet``) and ``MPNetMoEModel``. Made once per class, on first
+    use, and kept as attributes of this module, where a saved folder's ``auto_map`` finds them."""
+    prefix = base_model_class.__name__.removesuffix("Model")
+    config_name, model_name = f"{prefix}MoEConfig", f"{prefix}MoEModel"
+    if model_name not in globals():
+        base_config_class = base_model_class.config_class
+        config_class = type(
+            config_name,
+            (base_config_class,),
+            {"model_type": f"clpft-moe-{base_config_class.model_type}", "__module__": __name__},
+        )
+        model_class = type(
+            model_name, (_MoEModelMixin, base_model_class), {"config_class": config_class, "__module__": __name__}
+        )
+        globals()[config_name], globals()[model_name] = config_class, model_class
+    return globals()[config_name], globals()[model_name]
 
 
-class RobertaMoEConfig(RobertaConfig):
-    model_type = "clpft-moe-roberta"
+def __getattr__(name: str) -> type:
+    """``modeling_clpft_moe.MPNetMoEModel`` (a saved folder's ``auto_map``) on a machine without clpft: the MoE
+    class of the transformers class the name is made from (module ``__getattr__``, PEP 562)."""
+    for suffix in ("MoEModel", "MoEConfig"):
+        if name.endswith(suffix) and not name.startswith("_"):
+            import transformers
 
-
-class XLMRobertaMoEConfig(XLMRobertaConfig):
-    model_type = "clpft-moe-xlm-roberta"
-
-
-class BertMoEModel(_MoEModelMixin, BertModel):
-    config_class = BertMoEConfig
-
-
-class RobertaMoEModel(_MoEModelMixin, RobertaModel):
-    config_class = RobertaMoEConfig
-
-
-class XLMRobertaMoEModel(_MoEModelMixin, XLMRobertaModel):
-    config_class = XLMRobertaMoEConfig
-
-
-# Dense base model class -> (MoE config class, MoE model class).
-MOE_CLASSES = {
-    BertModel: (BertMoEConfig, BertMoEModel),
-    RobertaModel: (RobertaMoEConfig, RobertaMoEModel),
-    XLMRobertaModel: (XLMRobertaMoEConfig, XLMRobertaMoEModel),
-}
+            base = getattr(transformers, name.removesuffix(suffix) + "Model", None)
+            if isinstance(base, type):
+                config_class, model_class = moe_classes(base)
+                return model_class if suffix == "MoEModel" else config_class
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

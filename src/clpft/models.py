@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sentence_transformers import SentenceTransformer
 
-from clpft import moe  # noqa: F401  (registers the MoE model types with transformers' Auto classes)
+from clpft import moe
 from clpft.errors import ClpftError
 from clpft.faults import kill_point
 from clpft.files import atomic_dir
@@ -42,6 +42,7 @@ def load_model(
         raise ClpftError(f"model folder {name_or_path} does not exist")
     if local:
         check_model_folder(path)
+        register_moe_folder(path)
     try:
         model = SentenceTransformer(
             str(path) if local else str(name_or_path),
@@ -58,6 +59,18 @@ def load_model(
         raise ClpftError(f"could not load model {path}: {str(error).splitlines()[0]}") from error
     check_tokenizer(model, path)
     return model
+
+
+def register_moe_folder(path: Path) -> None:
+    """A clpft MoE folder names its type (``clpft-moe-mpnet``) in its transformer module's config.json: teach
+    transformers that type before loading, so no ``trust_remote_code`` is needed for clpft's own code."""
+    for config_file in (path / "config.json", *path.glob("*/config.json")):
+        try:
+            model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type", "")
+        except (OSError, ValueError, AttributeError):
+            continue  # check_model_folder and the loader say what is wrong with a damaged file
+        if isinstance(model_type, str):
+            moe.register_moe_type(model_type)
 
 
 def check_model_folder(path: Path) -> None:

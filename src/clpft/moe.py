@@ -1,10 +1,13 @@
-"""Upcycle the FFN layers of a dense encoder into mixture-of-experts layers (the paper's step 4).
+"""Upcycle the FFN layers of a dense embedder into mixture-of-experts layers (the paper's step 4).
 
-``upcycle(model)`` replaces ``layer.intermediate.dense`` (or ``layer.output.dense``) of every chosen
-transformer layer with ``num_experts`` copies of it plus a learned top-k router, in place. Right
-after upcycling the model computes exactly what it computed before; training then lets the copies
-drift apart. The layer itself and the classes that saved MoE models load with live in
-``modeling_clpft_moe.py``, which is copied into every saved MoE model folder.
+``upcycle(model)`` replaces the FFN's input projections ("intermediate": BERT's ``intermediate.dense``,
+DistilBERT's ``ffn.lin1``, ModernBERT's ``mlp.Wi``, the gate and up projections of Qwen3 and Gemma3) or its
+output projection ("output") in every chosen transformer layer with ``num_experts`` copies of it plus a
+learned top-k router, in place. The projections are found from the model's structure
+(``modeling_clpft_moe.ffn_projections``), not from a list of classes. Right after upcycling the model
+computes exactly what it computed before; training then lets the copies drift apart. The layer itself and
+the classes that saved MoE models load with live in ``modeling_clpft_moe.py``, which is copied into every
+saved MoE model folder.
 """
 
 from __future__ import annotations
@@ -15,24 +18,62 @@ from typing import Any
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 
-from clpft.modeling_clpft_moe import MOE_CLASSES, MOE_PLACES, MoELinear, dense_of, encoder_layers
+from clpft.modeling_clpft_moe import (
+    MOE_PLACES,
+    MoELinear,
+    _replace,
+    ffn_projections,
+    moe_classes,
+    transformer_layers,
+)
 
-__all__ = ["MoELinear", "upcycle", "moe_settings", "register_auto_classes", "hf_model_of"]
+__all__ = ["MoELinear", "upcycle", "moe_settings", "register_moe_type", "hf_model_of", "check_upcyclable"]
+MOE_TYPE_PREFIX = "clpft-moe-"
 
 
-def register_auto_classes() -> None:
-    """Teach transformers' Auto classes our MoE model types, so clpft loads MoE folders without
-    ``trust_remote_code`` (the code is ours, not the folder's)."""
-    for config_class, model_class in MOE_CLASSES.values():
-        try:
-            AutoConfig.register(config_class.model_type, config_class)
-            AutoModel.register(config_class, model_class)
-        except ValueError:
-            pass  # already registered
-        # save_pretrained copies modeling_clpft_moe.py into the folder and writes auto_map for
-        # classes marked like this, also for a model that was loaded rather than upcycled here.
-        config_class.register_for_auto_class("AutoConfig")
-        model_class.register_for_auto_class("AutoModel")
+def register_auto_classes(base_model_class: type) -> tuple[type, type]:
+    """Teach transformers' Auto classes the MoE type of ``base_model_class``, so clpft loads such MoE folders
+    without ``trust_remote_code`` (the code is ours, not the folder's). Returns (config class, model class)."""
+    config_class, model_class = moe_classes(base_model_class)
+    try:
+        AutoConfig.register(config_class.model_type, config_class)
+        AutoModel.register(config_class, model_class)
+    except ValueError:
+        pass  # already registered
+    # save_pretrained copies modeling_clpft_moe.py into the folder and writes auto_map for classes marked
+    # like this, also for a model that was loaded rather than upcycled here.
+    config_class.register_for_auto_class("AutoConfig")
+    model_class.register_for_auto_class("AutoModel")
+    return config_class, model_class
+
+
+def register_moe_type(model_type: str) -> bool:
+    """Register the MoE type a saved folder's config.json names (``clpft-moe-mpnet``: MPNet's); False for
+    any other type, or a base type transformers does not know."""
+    if not model_type.startswith(MOE_TYPE_PREFIX):
+        return False
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    base_type = model_type.removeprefix(MOE_TYPE_PREFIX)
+    if base_type not in CONFIG_MAPPING:
+        return False
+    base_config_class = CONFIG_MAPPING[base_type]
+    try:
+        base_model_class = MODEL_MAPPING[base_config_class]
+    except KeyError:
+        return False
+    register_auto_classes(base_model_class)
+    return True
+
+
+def check_upcyclable(model: nn.Module, where: str = "intermediate") -> None:
+    """Raise ValueError, naming what is missing, when ``upcycle`` cannot find the FFN projections (before
+    anything is changed or encoded)."""
+    hf_model = hf_model_of(model)
+    _, layers = transformer_layers(hf_model)
+    for layer in layers:
+        ffn_projections(layer, where)
 
 
 def hf_model_of(model: nn.Module) -> PreTrainedModel:
@@ -60,9 +101,11 @@ def upcycle(
 ) -> nn.Module:
     """Turn the FFN dense layer at ``where`` of each layer in ``layers`` (default: all) into an MoE layer.
 
-    Works in place on a SentenceTransformer or a transformers model of the BERT family (BERT, RoBERTa,
-    XLM-RoBERTa, so BGE-M3 too) and returns it. The model's class and config become the matching
-    ``*MoEModel``/``*MoEConfig`` so that ``save_pretrained`` writes a folder that reloads as MoE.
+    Works in place on a SentenceTransformer or a transformers model whose layers hold their FFN as linear
+    projections (BERT, RoBERTa, XLM-R and so BGE-M3, MPNet, DistilBERT, ModernBERT, ELECTRA, DeBERTa-v2,
+    Qwen3, Gemma3, ...) and returns it. The model's class and config become the matching
+    ``*MoEModel``/``*MoEConfig`` (``modeling_clpft_moe.moe_classes``) so that ``save_pretrained`` writes a
+    folder that reloads as MoE.
 
     Example::
 
@@ -72,26 +115,34 @@ def upcycle(
     hf_model = hf_model_of(model)
     if getattr(hf_model.config, "clpft_moe", None):
         raise ValueError("model is already upcycled to MoE")
-    base_class = next((cls for cls in MOE_CLASSES if type(hf_model) is cls), None)
-    if base_class is None:
-        supported = ", ".join(cls.__name__ for cls in MOE_CLASSES)
-        raise ValueError(f"MoE upcycling supports {supported}; got {type(hf_model).__name__}")
     if where not in MOE_PLACES:
         raise ValueError(f"where must be one of {MOE_PLACES}, got {where!r}")
-    all_layers = encoder_layers(hf_model)
+    layer_list, all_layers = transformer_layers(hf_model)
     chosen = list(range(len(all_layers))) if layers is None else sorted(set(int(i) for i in layers))
     bad = [i for i in chosen if not 0 <= i < len(all_layers)]
     if bad or not chosen:
         raise ValueError(f"layers must be a non-empty subset of 0..{len(all_layers) - 1}, got {chosen}")
+    projections = ffn_projections(all_layers[chosen[0]], where)
+    for index in chosen:  # every layer of one model has the same projections, but say so if one does not
+        if ffn_projections(all_layers[index], where) != projections:
+            raise ValueError(f"layer {index} has other FFN projections than layer {chosen[0]}")
+    config_class, model_class = register_auto_classes(type(hf_model))
 
     for index in chosen:
-        parent, name = dense_of(all_layers[index], where)
-        setattr(parent, name, MoELinear.from_dense(getattr(parent, name), num_experts, experts_per_token))
+        for path in projections:
+            dense = all_layers[index].get_submodule(path)
+            _replace(all_layers[index], path, MoELinear.from_dense(dense, num_experts, experts_per_token))
 
     # Swap class and config in place rather than rebuilding the model: no second copy of the weights
     # in memory (BGE-M3 is 568M parameters), and device, dtype and the SentenceTransformer wrapper stay.
-    config_class, model_class = MOE_CLASSES[base_class]
-    settings = {"where": where, "num_experts": num_experts, "experts_per_token": experts_per_token, "layers": chosen}
+    settings = {
+        "where": where,
+        "num_experts": num_experts,
+        "experts_per_token": experts_per_token,
+        "layers": chosen,
+        "layer_list": layer_list,
+        "projections": projections,
+    }
     # The config object is kept (and re-classed) too: it carries runtime state such as the attention
     # implementation, and a fresh config built from its dict silently loses it.
     hf_model.config.__class__ = config_class
@@ -99,6 +150,3 @@ def upcycle(
     hf_model.config.architectures = [model_class.__name__]
     hf_model.__class__ = model_class
     return model
-
-
-register_auto_classes()

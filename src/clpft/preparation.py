@@ -9,8 +9,8 @@ from typing import Any
 from sentence_transformers import SentenceTransformer
 
 from clpft.errors import ClpftError
-from clpft.modeling_clpft_moe import MoELinear, encoder_layers
-from clpft.moe import hf_model_of, moe_settings, upcycle
+from clpft.modeling_clpft_moe import MoELinear, ffn_projections, moe_paths, transformer_layers
+from clpft.moe import check_upcyclable, hf_model_of, moe_settings, upcycle
 from clpft.options import TrainConfig
 
 
@@ -20,15 +20,13 @@ def check_preparable(model: SentenceTransformer, config: TrainConfig) -> None:
     unsupported has wasted hours on a real corpus."""
     if config.moe == "none" or moe_settings(model):
         return
-    from clpft.modeling_clpft_moe import MOE_CLASSES
-
-    hf_model = hf_model_of(model)
-    if type(hf_model) not in MOE_CLASSES:
-        supported = ", ".join(cls.__name__ for cls in MOE_CLASSES)
+    try:
+        check_upcyclable(model, config.moe)
+    except ValueError as error:
         raise ClpftError(
-            f"cannot upcycle {type(hf_model).__name__} to MoE (--moe {config.moe} supports {supported}): "
+            f"cannot upcycle {type(hf_model_of(model)).__name__} to MoE (--moe {config.moe}): {error}; "
             "pass --moe none to fine-tune it without MoE"
-        )
+        ) from None
 
 
 def prepare_model(model: SentenceTransformer, config: TrainConfig) -> tuple[int, int]:
@@ -64,13 +62,24 @@ def set_trainable(model: SentenceTransformer, train_only: str) -> tuple[int, int
             if not modules:
                 raise ClpftError("--train-only moe needs an MoE model (--moe intermediate or output)")
         else:
-            modules = [layer.intermediate.dense for layer in encoder_layers(hf_model)]
+            modules = intermediate_projections(hf_model)
         for module in modules:
             for p in module.parameters():
                 p.requires_grad_(True)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
+
+
+def intermediate_projections(hf_model) -> list:
+    """Every layer's FFN input projections (MoE or dense): what ``--train-only intermediate`` trains."""
+    settings = moe_settings(hf_model)
+    if settings and settings["where"] == "intermediate":
+        layers, paths = moe_paths(hf_model, settings)
+    else:
+        _, layers = transformer_layers(hf_model)
+        paths = ffn_projections(layers[0], "intermediate")
+    return [layer.get_submodule(path) for layer in layers for path in paths]
 
 
 def reuse_moe_message(existing: dict[str, Any], config: TrainConfig) -> str:
