@@ -60,6 +60,10 @@ TRIED_ROWS = {
             "best",
         ],
     ),
+    "default-moe-none": (
+        "the default without MoE (--moe none): the control row for MoE on another encoder",
+        ["--moe", "none"],
+    ),
     "default-fp32": (
         "the default with --precision fp32: what a CPU without native bf16 computes (auto is fp32 there)",
         ["--precision", "fp32"],
@@ -85,15 +89,20 @@ def clpft(*args: str) -> list[str]:
     return [sys.executable, "-m", "clpft.cli", *args]
 
 
-def commands(row: str, data: Path, folder: Path, quick: bool) -> tuple[list[list[str]], Path]:
-    """The row's commands and the metrics.json its test evaluation writes."""
+def commands(
+    row: str, data: Path, folder: Path, quick: bool, model: Path | None = None
+) -> tuple[list[list[str]], Path]:
+    """The row's commands and the metrics.json its test evaluation writes. ``model``: another start than the
+    packaged all-MiniLM-L6-v2 (every command gets ``--model``, so the row's key holds it)."""
     small = ["--max-train-queries", "16", "--epochs", "1"] if quick else []
+    start = ["--model", str(model)] if model is not None else []
     if row == "base":
         return [
-            clpft("eval", "--data", str(data), "--out", str(folder / "metrics.json"), "--overwrite", "--quiet")
+            clpft("eval", "--data", str(data), "--out", str(folder / "metrics.json"), "--overwrite", "--quiet", *start)
         ], folder / "metrics.json"
     if row == "st-recipe":
         recipe = [sys.executable, str(HERE / "st_recipe.py"), "--data", str(data), "--out", str(folder / "model")]
+        recipe += start
         evaluate = clpft(
             "eval",
             "--data",
@@ -108,8 +117,15 @@ def commands(row: str, data: Path, folder: Path, quick: bool) -> tuple[list[list
         return [recipe + (["--max-steps", "4"] if quick else []), evaluate], folder / "metrics.json"
     flags = ["--preset", "paper"] if row == "paper" else TRIED_ROWS[row][1] if row in TRIED_ROWS else []
     return [
-        clpft("run", "--data", str(data), "--out", str(folder / "run"), "--overwrite", "--quiet", *flags, *small)
+        clpft(
+            "run", "--data", str(data), "--out", str(folder / "run"), "--overwrite", "--quiet", *flags, *small, *start
+        )
     ], folder / "run" / "metrics.json"
+
+
+def storage_name(dataset: str, model: Path | None) -> str:
+    """Where a dataset's rows are kept: DATASET for the packaged model, DATASET@MODEL_FOLDER_NAME otherwise."""
+    return dataset if model is None else f"{dataset}@{model.name}"
 
 
 def versions(with_clpft: bool = True) -> dict[str, str]:
@@ -186,21 +202,24 @@ def commit() -> str:
     return (done.stdout.strip() or "unknown") + ("+changes" if dirty else "")
 
 
-def run_row(row: str, dataset: str, work: Path, cache: Path, quick: bool, cached_only: bool = False) -> dict | None:
+def run_row(
+    row: str, dataset: str, work: Path, cache: Path, quick: bool, cached_only: bool = False, model: Path | None = None
+) -> dict | None:
     """One row: its models and logs under WORK (runs/quality), its result (small, committed) under CACHE.
     With ``cached_only``, None for a row whose result is not cached (nothing runs)."""
     data = DATA / dataset
-    folder = work / "rows" / dataset / row
-    command, metrics_file = commands(row, data, folder, quick)
-    key = row_key(row, dataset, data, command)
-    cached = cache / dataset / f"{row}.json"
+    name = storage_name(dataset, model)
+    folder = work / "rows" / name / row
+    command, metrics_file = commands(row, data, folder, quick, model)
+    key = row_key(row, name, data, command)
+    cached = cache / name / f"{row}.json"
     saved = json.loads(cached.read_text()) if cached.is_file() else None
     if saved is not None and saved.get("key") == key:
         return saved
     if cached_only:
         return None
     folder.mkdir(parents=True, exist_ok=True)
-    print(f"== {dataset} / {row}" + (f" (its cached result is stale: {why_stale(saved)})" if saved else ""), flush=True)
+    print(f"== {name} / {row}" + (f" (its cached result is stale: {why_stale(saved)})" if saved else ""), flush=True)
     wall, peak, reused = 0.0, 0.0, {}
     for number, part in enumerate(command):
         seconds, rss, source = run_part(row, number, part, data, folder)
@@ -213,6 +232,7 @@ def run_row(row: str, dataset: str, work: Path, cache: Path, quick: bool, cached
         "key": key,
         "row": row,
         "dataset": dataset,
+        "start_model": str(model) if model is not None else "all-MiniLM-L6-v2 (packaged)",
         "commit": commit(),
         "command": [" ".join(c[1:]) for c in command],
         **{m: tested["metrics"][m] for m in METRICS},
@@ -340,7 +360,8 @@ def markdown(results: dict, shots: dict, command: str, missing: list[str] = (), 
         "",
         f"`{command}`",
         "",
-        "Test splits, all-MiniLM-L6-v2 as packaged. p: paired randomisation test of per-query nDCG@10 against "
+        "Test splits; the start is all-MiniLM-L6-v2 as packaged, or the model a section names (DATASET@MODEL). "
+        "p: paired randomisation test of per-query nDCG@10 against "
         "the default row. wall: the row's own processes (for clpft rows: mining, training and both evaluations; "
         "for st-recipe: its mining and training, then one evaluation); mine+train: without the evaluations; "
         "load: the machine's 15-minute load average when the row ended (2 cores: about 2 means the row had the "
@@ -464,6 +485,12 @@ def main() -> None:
         "(--cached-only reports those that ran)",
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run: Cranfield, 16 training queries, 1 epoch")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="start from this model folder instead of the packaged all-MiniLM-L6-v2 (rows kept as DATASET@FOLDER; "
+        "--cached-only reports every model's cached rows)",
+    )
     parser.add_argument("--readme", default=None, help="also write the headline table into this README's markers")
     parser.add_argument(
         "--cached-only",
@@ -480,20 +507,36 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown rows or datasets: {', '.join(unknown)}")
     cache = out / "rows"
+    model = Path(args.model).resolve() if args.model else None
+    if model is not None and not (model / "modules.json").is_file() and not (model / "config.json").is_file():
+        raise SystemExit(f"--model {args.model}: not a model folder")
+    starts = [model]
+    if args.cached_only and model is None:  # every other start whose rows are cached, as MODEL folder names
+        others = {p.name.split("@", 1)[1] for p in cache.glob("*@*") if p.is_dir()}
+        recorded = {}
+        for name in sorted(others):
+            for row_file in sorted(cache.glob(f"*@{name}/*.json")):
+                recorded.setdefault(name, json.loads(row_file.read_text()).get("start_model"))
+        starts += [Path(path) for path in recorded.values() if path]
     results, missing, stale = {}, [], {}
-    for dataset in datasets:
-        results[dataset] = {}
-        for row in rows:
-            result = run_row(row, dataset, work, cache, args.quick, cached_only=args.cached_only)
-            if result is None:
-                missing.append(f"{dataset}/{row}")
-                if (cached := cache / dataset / f"{row}.json").is_file():
-                    stale[f"{dataset}/{row}"] = why_stale(json.loads(cached.read_text()))
-            else:
-                results[dataset][row] = result
-        for row in TRIED_ROWS if args.cached_only and args.rows is None else ():
-            if (result := run_row(row, dataset, work, cache, args.quick, cached_only=True)) is not None:
-                results[dataset][row] = result
+    for start in starts:
+        for dataset in datasets:
+            name = storage_name(dataset, start)
+            results[name] = {}
+            for row in rows:
+                result = run_row(row, dataset, work, cache, args.quick, cached_only=args.cached_only, model=start)
+                if result is None:
+                    if start is None or (cache / name).is_dir():
+                        missing.append(f"{name}/{row}")
+                    if (cached := cache / name / f"{row}.json").is_file():
+                        stale[f"{name}/{row}"] = why_stale(json.loads(cached.read_text()))
+                else:
+                    results[name][row] = result
+            for row in TRIED_ROWS if args.cached_only and args.rows is None else ():
+                if (result := run_row(row, dataset, work, cache, args.quick, True, start)) is not None:
+                    results[name][row] = result
+            if not results[name] and start is not None:
+                del results[name]
     add_tests(results)
     shots = {} if args.quick else zero_shot(results, work, cache, args.cached_only)
     report = build_report(results, shots)

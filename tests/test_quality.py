@@ -137,3 +137,20 @@ def test_a_lever_tried_is_the_default_run_plus_its_flags_reported_but_not_in_the
     assert f"| {name} | 0.7500 |" in table and f"- {name} (a lever tried, not the default)" in table
     readme = module.readme_block(results, shots)
     assert name not in readme and "| scifact | **default** | 0.6500 |" in readme
+
+
+def test_another_start_model_is_in_every_command_in_the_key_and_in_its_own_folder(tmp_path):
+    module = quality()
+    data = module.DATA / "cranfield"
+    model = tmp_path / "all-mpnet-base-v2"
+    for name in ("base", "default", "paper", "default-moe-none", "st-recipe"):
+        command, _ = module.commands(name, data, tmp_path / name, False, model)
+        assert all(part[-2:] == ["--model", str(model)] for part in command[:1]), name
+        packaged, _ = module.commands(name, data, tmp_path / name, False)
+        assert module.row_key(name, "cranfield@x", data, command) != module.row_key(name, "cranfield", data, packaged)
+    assert module.storage_name("cranfield", model) == "cranfield@all-mpnet-base-v2"
+    assert module.storage_name("cranfield", None) == "cranfield"
+    # nothing cached for that start: nothing runs and nothing is created
+    work, cache = tmp_path / "work", tmp_path / "rows"
+    assert module.run_row("base", "cranfield", work, cache, quick=False, cached_only=True, model=model) is None
+    assert not work.exists()
