@@ -69,7 +69,11 @@ TRIED_ROWS = {
         ["--precision", "fp32"],
     ),
 }
-CLPFT_ROWS = ("default", "paper", *TRIED_ROWS)  # rows that are one `clpft run`
+# st-recipe's own model evaluated at --precision fp32 (its training computes in fp32 anyway: the recipe sets no
+# bf16); run when named, after st-recipe, whose model it reads (its key holds st-recipe's)
+RECIPE_FP32 = "st-recipe-fp32"
+TRIED_ROWS[RECIPE_FP32] = ("st-recipe's model evaluated with --precision fp32, as a CPU without native bf16 would", [])
+CLPFT_ROWS = ("default", "paper", *(r for r in TRIED_ROWS if r != RECIPE_FP32))  # rows that are one `clpft run`
 ZERO_SHOT = ("scifact", "cranfield")  # models trained on the first, evaluated on the second's test split
 METRICS = ("ndcg@10", "ndcg@5", "recall@100", "mrr@10")
 
@@ -100,6 +104,11 @@ def commands(
         return [
             clpft("eval", "--data", str(data), "--out", str(folder / "metrics.json"), "--overwrite", "--quiet", *start)
         ], folder / "metrics.json"
+    if row == RECIPE_FP32:
+        recipe_model = folder.parent / "st-recipe" / "model"
+        metrics = folder / "metrics.json"
+        evaluate = ["eval", "--data", str(data), "--model", str(recipe_model), "--out", str(metrics)]
+        return [clpft(*evaluate, "--overwrite", "--quiet", "--precision", "fp32")], metrics
     if row == "st-recipe":
         recipe = [sys.executable, str(HERE / "st_recipe.py"), "--data", str(data), "--out", str(folder / "model")]
         recipe += start
@@ -144,7 +153,9 @@ def why_stale(saved: dict) -> str:
     return ", ".join(moved) if moved else "its inputs changed (command, data or defaults)"
 
 
-def row_key(row: str, dataset: str, data: Path, command: list[list[str]], with_clpft: bool = True) -> str:
+def row_key(
+    row: str, dataset: str, data: Path, command: list[list[str]], with_clpft: bool = True, depends_on: str | None = None
+) -> str:
     from clpft.manifest import sha256_of
     from clpft.options import TrainConfig
     from clpft.presets import PRESETS
@@ -167,6 +178,8 @@ def row_key(row: str, dataset: str, data: Path, command: list[list[str]], with_c
         parts["preset"] = dataclasses.asdict(PRESETS[preset])
     if row == "st-recipe":
         parts["recipe"] = hashlib.sha256((HERE / "st_recipe.py").read_bytes()).hexdigest()
+    if depends_on is not None:  # the key of the row whose model this one reads: its rerun makes this one stale
+        parts["depends_on"] = depends_on
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -211,7 +224,13 @@ def run_row(
     name = storage_name(dataset, model)
     folder = work / "rows" / name / row
     command, metrics_file = commands(row, data, folder, quick, model)
-    key = row_key(row, name, data, command)
+    depends_on = None
+    if row == RECIPE_FP32:  # it evaluates st-recipe's model: only after that row, and keyed on it
+        recipe_row = cache / name / "st-recipe.json"
+        if not recipe_row.is_file():
+            return None if cached_only else sys.exit(f"{RECIPE_FP32} needs the st-recipe row of {name} first")
+        depends_on = json.loads(recipe_row.read_text())["key"]
+    key = row_key(row, name, data, command, depends_on=depends_on)
     cached = cache / name / f"{row}.json"
     saved = json.loads(cached.read_text()) if cached.is_file() else None
     if saved is not None and saved.get("key") == key:
@@ -246,10 +265,11 @@ def run_row(
         "versions": versions(),
         "reused_parts": {str(k): v for k, v in reused.items()},  # commands not rerun: their timing, and whence
     }
-    if row == "st-recipe":
-        recipe = json.loads((folder / "model" / "recipe.json").read_text())
+    if row in ("st-recipe", RECIPE_FP32):
+        model_folder = folder / "model" if row == "st-recipe" else folder.parent / "st-recipe" / "model"
+        recipe = json.loads((model_folder / "recipe.json").read_text())
         result.update(mine_train_s=recipe["mining_and_training_seconds"], optimizer_steps=recipe["optimizer_steps"])
-        result["model"] = str(folder / "model")
+        result["model"] = str(model_folder)
     elif row in CLPFT_ROWS:
         seconds = report["seconds"]
         result.update(
@@ -401,7 +421,8 @@ def markdown(results: dict, shots: dict, command: str, missing: list[str] = (), 
         lines.append(f"- package versions: {'; '.join(installed)}")
         for name, r in rows.items():
             if name in TRIED_ROWS:
-                lines.append(f"- {name} (a lever tried, not the default): {TRIED_ROWS[name][0]}")
+                what = "a check of st-recipe" if name == RECIPE_FP32 else "a lever tried, not the default"
+                lines.append(f"- {name} ({what}): {TRIED_ROWS[name][0]}")
             for number, source in (r.get("reused_parts") or {}).items():
                 lines.append(f"- {name}: command {number} ({r['command'][int(number)][:60]}...) reused from {source}")
         lines.append("")

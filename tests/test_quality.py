@@ -154,3 +154,22 @@ def test_another_start_model_is_in_every_command_in_the_key_and_in_its_own_folde
     work, cache = tmp_path / "work", tmp_path / "rows"
     assert module.run_row("base", "cranfield", work, cache, quick=False, cached_only=True, model=model) is None
     assert not work.exists()
+
+
+def test_the_recipes_fp32_row_evaluates_its_model_and_goes_stale_with_it(tmp_path):
+    module = quality()
+    data = module.DATA / "scifact"
+    work, cache = tmp_path / "work", tmp_path / "rows"
+    command, _ = module.commands(module.RECIPE_FP32, data, work / "rows" / "scifact" / module.RECIPE_FP32, False)
+    assert len(command) == 1 and command[0][-2:] == ["--precision", "fp32"]
+    assert str(work / "rows" / "scifact" / "st-recipe" / "model") in command[0]
+    # without the st-recipe row there is nothing to evaluate
+    assert module.run_row(module.RECIPE_FP32, "scifact", work, cache, quick=False, cached_only=True) is None
+    recipe = cache / "scifact" / "st-recipe.json"
+    recipe.parent.mkdir(parents=True)
+    recipe.write_text(module.json.dumps({"key": "recipe-1"}))
+    key = module.row_key(module.RECIPE_FP32, "scifact", data, command, depends_on="recipe-1")
+    (cache / "scifact" / f"{module.RECIPE_FP32}.json").write_text(module.json.dumps({**row("x", [0.4]), "key": key}))
+    assert module.run_row(module.RECIPE_FP32, "scifact", work, cache, quick=False, cached_only=True)["ndcg@10"] == 0.4
+    recipe.write_text(module.json.dumps({"key": "recipe-2"}))  # st-recipe ran again: its fp32 check is stale
+    assert module.run_row(module.RECIPE_FP32, "scifact", work, cache, quick=False, cached_only=True) is None
