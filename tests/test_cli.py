@@ -19,15 +19,18 @@ def subcommand_parsers():
 
 @pytest.mark.parametrize("name", ["mine", "train", "eval", "run"])
 def test_every_option_is_documented_with_its_default(name):
+    """Each option's own help line (as --help prints it) names its default, or says the preset sets it."""
     sub = subcommand_parsers()[name]
-    text = " ".join(sub.format_help().split())
+    formatter = sub._get_formatter()
     for action in sub._actions:
         if action.dest == "help" or not action.option_strings:
             continue
         assert action.help, f"{name} {action.option_strings} has no help"
-        assert (
-            f"(default: {action.default})" in text or action.required or "(default: from --preset: clpft" in action.help
-        )
+        own_line = " ".join(formatter._expand_help(action).split())
+        # a value, the preset's, or (for None) what None means in words: "(default: beside the output)"
+        documented = f"(default: {action.default})" in own_line or "(default: from --preset: " in own_line
+        documented |= action.default is None and "(default: " in own_line
+        assert documented or action.required, f"{name} {action.option_strings}: {own_line!r}"
 
 
 def test_help_shows_both_presets_defaults():
