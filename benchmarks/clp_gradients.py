@@ -32,7 +32,7 @@ from clpft.files import write_json, write_text
 from clpft.losses import CLPLoss
 from clpft.models import load_model
 from clpft.moe import upcycle
-from clpft.preparation import set_trainable
+from clpft.moe.preparation import set_trainable
 
 TEMPERATURES = (0.02, 0.05)
 LAMBDAS = (0.1, 0.3, 0.5, 0.9)

@@ -120,7 +120,7 @@ class HeldProcess:
 
 def leftovers(folder: Path) -> list[str]:
     """Temporary entries of an atomic write, and checkpoints without their completion marker."""
-    from clpft.checkpoints import incomplete_reason
+    from clpft.training.checkpoints import incomplete_reason
 
     found = []
     for path in folder.rglob("*"):

@@ -22,7 +22,7 @@ import time
 import torch
 
 from clpft.losses import CLPLoss
-from clpft.modeling_clpft_moe import MoELinear
+from clpft.moe.modeling_clpft_moe import MoELinear
 
 BGE_M3 = dict(
     vocab_size=250002,
@@ -64,7 +64,7 @@ def build(config_kwargs: dict, device: str):
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
     from clpft.moe import upcycle
-    from clpft.preparation import set_trainable
+    from clpft.moe.preparation import set_trainable
 
     config = XLMRobertaConfig(**config_kwargs)
     hf_model = XLMRobertaModel(config, add_pooling_layer=False)

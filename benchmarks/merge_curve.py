@@ -3,7 +3,7 @@
     python benchmarks/merge_curve.py --run runs/quality/rows/scifact/default-3-epochs/run \\
         --data ../shared/data/scifact --zero-shot ../shared/data/cranfield --out benchmarks/results/merge_curve
 
-The guard (clpft.guard) chooses among the start, the best step and the merges
+The guard (clpft.training.guard) chooses among the start, the best step and the merges
 θ(α) = (1 - α) · θ_start + α · θ_best on the validation split alone. This script shows what that choice costs or
 keeps on the test splits: it rebuilds the run's start exactly (the packaged model, upcycled after
 ``set_seed(config.seed)`` as ``train_model`` does, so the routers start where they started), blends it with the
@@ -32,8 +32,8 @@ def rebuild_start(config: dict):
     from transformers import set_seed
 
     from clpft.models import load_model
+    from clpft.moe.preparation import prepare_model
     from clpft.options import TrainConfig
-    from clpft.preparation import prepare_model
 
     fields = ("moe", "num_experts", "experts_per_token", "train_only", "seed")
     model = load_model(None)
@@ -48,7 +48,7 @@ def validation_score(model, run: Path, config: dict, data: Path) -> float:
     from clpft.data.trainset import read_train_jsonl
     from clpft.precision import autocast
     from clpft.precision import resolve as resolve_precision
-    from clpft.validation import ValidationRanking, split_validation
+    from clpft.training.validation import ValidationRanking, split_validation
 
     examples = read_train_jsonl(run / "train.jsonl")
     _, held_out = split_validation(examples, config["val_fraction"], config["seed"])
@@ -92,8 +92,8 @@ def main() -> None:
     import torch
 
     from clpft.files import write_json, write_text
-    from clpft.guard import blend, load_state, trainable_state
     from clpft.models import load_model, save_model
+    from clpft.training.guard import blend, load_state, trainable_state
 
     run, data = Path(args.run), Path(args.data)
     training = json.loads((run / "model" / "training.json").read_text())

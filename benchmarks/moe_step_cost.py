@@ -64,7 +64,7 @@ def step(model, columns, bf16: bool) -> tuple[float, float]:
 def layer_profile(bf16: bool = True, tokens: tuple[int, int] = (8, 256)) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
-    from clpft.modeling_clpft_moe import MoELinear
+    from clpft.moe.modeling_clpft_moe import MoELinear
 
     torch.manual_seed(0)
     dense = torch.nn.Linear(384, 1536)
@@ -100,8 +100,8 @@ def main() -> None:
 
     from clpft.files import write_json, write_text
     from clpft.models import default_model_path
+    from clpft.moe.preparation import prepare_model
     from clpft.options import TrainConfig
-    from clpft.preparation import prepare_model
 
     questions, passages = texts(args.batch)
     columns = [questions] + [passages[i * args.batch : (i + 1) * args.batch] for i in range(5)]

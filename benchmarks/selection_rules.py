@@ -9,7 +9,7 @@ other (and the other way round). The rule with the higher held-half score choose
 not seen, which is what the test split (never read here) asks of it.
 
 Rules: ``one-se`` (the candidate nearest the start within one standard error of the best score, as
-``clpft.guard.choose`` does) and ``best`` (the best score), each over candidate sets: the default's quarters
+``clpft.training.guard.choose`` does) and ``best`` (the best score), each over candidate sets: the default's quarters
 (α 0.25, 0.5, 0.75, the best step, the start), the same with the moving average, and every α the run scored.
 The candidates themselves were built once on the whole validation split (which merges exist, and whether
 they start from the best step or the average): a small advantage of the run's candidates over their
@@ -45,9 +45,9 @@ def candidate_sets(candidates: list[dict]) -> dict[str, list[dict]]:
 
 
 def choose(candidates: list[dict], queries: list[str], rule: str) -> dict:
-    """``clpft.guard.choose`` on the given queries only (the same rule, restricted to a half)."""
-    from clpft.guard import Candidate
-    from clpft.guard import choose as guard_choose
+    """``clpft.training.guard.choose`` on the given queries only (the same rule, restricted to a half)."""
+    from clpft.training.guard import Candidate
+    from clpft.training.guard import choose as guard_choose
 
     restricted = [
         Candidate(

@@ -44,7 +44,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"
-# Allocator settings come from clpft.runtime: clpft's rows run as `clpft` does (CLPFT_MALLOC unset: trim),
+# Allocator settings come from clpft.training.runtime: clpft's rows run as `clpft` does (CLPFT_MALLOC unset: trim),
 # sentence-transformers' rows with glibc untouched, as a user would run them; ``st-recipe-bounded`` gives the
 # recipe the same fixed mmap threshold through glibc's own variable, to show what the allocator alone does.
 ALLOCATOR_VARIABLES = (
@@ -146,7 +146,7 @@ def worker_train(row: str, args: argparse.Namespace) -> dict:
 
     import clpft
     import clpft.models
-    import clpft.trainer
+    import clpft.training.trainer
 
     examples = training_examples(Path(args.data), args.steps * args.batch_size * args.grad_accum, seed=args.seed)
     model = SentenceTransformer(str(clpft.models.default_model_path()))  # the same way for every row
@@ -158,7 +158,7 @@ def worker_train(row: str, args: argparse.Namespace) -> dict:
     else:
         from clpft.training import TrainConfig, train_model
 
-        original = clpft.trainer.trainer_classes
+        original = clpft.training.trainer.trainer_classes
 
         def with_timer():
             trainer, *callbacks = original()
@@ -170,7 +170,7 @@ def worker_train(row: str, args: argparse.Namespace) -> dict:
 
             return Timed, *callbacks
 
-        clpft.trainer.trainer_classes = with_timer
+        clpft.training.trainer.trainer_classes = with_timer
         config = TrainConfig(
             **TRAIN_ROWS[row],
             epochs=1.0,
@@ -357,7 +357,7 @@ WORKERS = {"train": worker_train, "encode": worker_encode, "search": worker_sear
 def allocator_of(row: str) -> str:
     """What the row's process does with glibc's allocator (the worker applies clpft's own for clpft rows)."""
     if row.startswith("clpft"):
-        from clpft.runtime import malloc_mode
+        from clpft.training.runtime import malloc_mode
 
         return f"clpft {malloc_mode()}"
     extra = ROW_ENV.get(row, {})
@@ -521,7 +521,7 @@ def main() -> None:
     if args.worker:
         kind, row = args.worker.split("=", 1)
         if row.startswith("clpft"):  # as the `clpft` command does before anything else
-            from clpft.runtime import bound_malloc
+            from clpft.training.runtime import bound_malloc
 
             bound_malloc()
         print(json.dumps(WORKERS[kind](row, args)))

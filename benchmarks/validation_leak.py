@@ -24,7 +24,7 @@ from clpft.files import write_json, write_text
 from clpft.mining import mine_negatives
 from clpft.mining.negatives import sample_queries
 from clpft.models import load_model
-from clpft.validation import split_validation
+from clpft.training.validation import split_validation
 
 SETUPS = [
     ("tuning rounds: 200 sampled queries, --val-fraction 0.5", 200, 0.5),

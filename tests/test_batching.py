@@ -8,11 +8,11 @@ import random
 
 import pytest
 
-from clpft.collator import CLPDataCollator, build_dataset
 from clpft.data import TrainExample, load_dataset
 from clpft.data.batching import NoFalseNegativesBatchSampler
 from clpft.mining import mine_negatives
 from clpft.training import TrainConfig, train_model
+from clpft.training.collator import CLPDataCollator, build_dataset
 from conftest import write_beir
 
 

@@ -48,8 +48,8 @@ def test_help_shows_both_presets_defaults():
 
 
 def test_preset_paper_and_flags_that_override_it():
+    from clpft.cli.settings import train_config as _train_config
     from clpft.presets import PRESETS
-    from clpft.settings import train_config as _train_config
     from clpft.training import TrainConfig
 
     parser = build_parser()
@@ -232,7 +232,7 @@ def test_run_manifest_records_versions_and_checksums(tiny_model_dir, tiny_beir, 
 
 
 def test_config_file_sets_options_and_flags_override(tmp_path, capsys):
-    from clpft.settings import apply_config as _apply_config
+    from clpft.cli.settings import apply_config as _apply_config
 
     config = tmp_path / "run.yaml"
     config.write_text("data: /some/data\nout: runs/x\nepochs: 1\nlr: 3.0e-5\nmoe: none\ntrain-only: all\n")

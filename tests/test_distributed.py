@@ -196,9 +196,9 @@ def _steps_worker(rank: int, port: int, out: str, model_dir: str, world: int) ->
     )
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
 
-    from clpft import trainer as trainer_module
-    from clpft.collator import CLPDataCollator, build_dataset
     from clpft.data.batching import NoFalseNegativesBatchSampler
+    from clpft.training import trainer as trainer_module
+    from clpft.training.collator import CLPDataCollator, build_dataset
 
     trainer_class, _, _ = trainer_module.trainer_classes()
     dataset, _ = build_dataset(sharing_rows(), num_negatives=2)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from clpft.checkpoints import MARKER, incomplete_reason, last_complete_checkpoint, mark_complete, rotate
 from clpft.cli import main
+from clpft.training.checkpoints import MARKER, incomplete_reason, last_complete_checkpoint, mark_complete, rotate
 from conftest import SHARED_DATA, load_benchmark
 
 

@@ -10,10 +10,10 @@ import torch
 import clpft
 from clpft.data import TrainExample
 from clpft.errors import ClpftError
-from clpft.guard import Candidate, Guard, blend, choose, trainable_state
 from clpft.models import save_model
 from clpft.training import TrainConfig, train_model
-from clpft.validation import split_validation
+from clpft.training.guard import Candidate, Guard, blend, choose, trainable_state
+from clpft.training.validation import split_validation
 from test_moe import TEXTS, assert_loads_three_ways
 
 TOPICS = [
@@ -215,7 +215,7 @@ def test_one_standard_error_rule_prefers_the_candidate_closest_to_the_start():
 def test_the_guard_evaluates_the_planned_steps_and_stays_within_its_budget():
     """An evaluation costing one step's work: with step 0, the last step and three merges to pay for, 10 of
     the 15 evaluations that 15% of 100 steps affords run in between, spread over the run."""
-    from clpft.guard import plan_evaluations
+    from clpft.training.guard import plan_evaluations
 
     steps = 100
     planned = plan_evaluations(steps, evaluation_cost_in_steps=1.0, budget_share=0.15, closing_evaluations=4)
@@ -235,7 +235,7 @@ def test_the_guard_evaluates_the_planned_steps_and_stays_within_its_budget():
 
 
 def test_closing_evaluations_count_the_merges_finish_scores():
-    from clpft.guard import MERGE_GRID, closing_merges
+    from clpft.training.guard import MERGE_GRID, closing_merges
 
     assert closing_merges("auto") == len(MERGE_GRID)
     assert closing_merges(0.5) == 1
@@ -261,7 +261,7 @@ def test_a_slower_machine_evaluates_the_same_steps_and_saves_the_same_model(tiny
     scheduled on time, the slowed run evaluated more often and kept another state."""
     import time
 
-    from clpft import trainer as trainer_module
+    from clpft.training import trainer as trainer_module
 
     words = ["protein cell", "cancer risk", "vitamin heart", "blood brain", "wing flow", "air pressure", "sun moon"]
     topics = [f"{words[i % 7]} and {words[i // 7]}" for i in range(40)]

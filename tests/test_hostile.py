@@ -29,7 +29,7 @@ def test_an_interrupted_overwrite_leaves_the_old_run_and_resume_refuses_the_new_
 ):
     """Ctrl-C during `run --overwrite --lr 1e-4`, then `run --resume --lr 1e-4`: the old run is there as it
     was, and the resume does not pass the old model off as the new run (it evaluated it before)."""
-    from clpft import stages
+    from clpft.cli import stages
 
     out = tmp_path / "run"
     assert _run(tiny_beir, out, tiny_model_dir) == 0
@@ -101,8 +101,8 @@ def test_config_values_are_checked_as_the_command_line_checks_them(tiny_beir, tm
 
 
 def test_a_config_flag_and_its_negative_spelling_say_the_same(tmp_path):
-    from clpft.parser import build_parser
-    from clpft.settings import apply_config
+    from clpft.cli.parser import build_parser
+    from clpft.cli.settings import apply_config
 
     for text in ("guard: false\n", "no-guard: true\n"):
         config = tmp_path / "c.yaml"

@@ -8,8 +8,8 @@ import random
 import pytest
 
 from clpft.cli import main
+from clpft.cli.pipeline import RunOptions, run
 from clpft.data import load_dataset
-from clpft.pipeline import RunOptions, run
 from clpft.training import TrainConfig
 from conftest import SHARED_DATA, write_beir
 

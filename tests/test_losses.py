@@ -125,8 +125,8 @@ def test_invalid_hyperparameters():
 
 @pytest.mark.parametrize("penalty_weight", [0.1, 0.0])
 def test_cached_clp_gradients_equal_clp(tiny_model, penalty_weight):
-    from clpft.collator import CLPDataCollator
     from clpft.losses import CachedCLPLoss
+    from clpft.training.collator import CLPDataCollator
 
     rows = [
         {

@@ -236,8 +236,8 @@ def test_a_copy_of_a_positive_is_never_a_negative(tiny_model_dir, tiny_beir, tmp
 
 def test_a_rows_negative_that_copies_its_positive_is_left_out_of_training():
     """A file mined elsewhere (FlagEmbedding's layout) with a positive's copy among the negatives."""
-    from clpft.collator import build_dataset
     from clpft.data.trainset import TrainExample
+    from clpft.training.collator import build_dataset
 
     rows = [
         TrainExample("q one", ["The answer."], ["the  ANSWER.", "n1", "n2"], [["x"], ["y"], []]),

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 import clpft
-from clpft.modeling_clpft_moe import MoELinear
 from clpft.models import save_model
 from clpft.moe import hf_model_of, moe_settings, upcycle
+from clpft.moe.modeling_clpft_moe import MoELinear
 from conftest import make_tiny_model
 
 TEXTS = ["what is protein cell", "the study of cancer risk in patients", "wing flow and air pressure at high speed"]

@@ -11,7 +11,7 @@ import torch
 
 from clpft import precision
 from clpft.mining.encode import encode_texts
-from clpft.validation import sample_corpus
+from clpft.training.validation import sample_corpus
 
 TEXTS = ["alpha beta gamma delta", "the quick brown fox jumps", "retrieval of dense passages", "a b c d e f g"]
 
@@ -66,7 +66,7 @@ def test_validation_corpus_sample_keeps_the_judged_documents():
 
 
 def test_bf16_autocast_reaches_the_guards_evaluations(monkeypatch):
-    from clpft.guard import Guard
+    from clpft.training.guard import Guard
 
     seen = []
     model = torch.nn.Linear(2, 2)

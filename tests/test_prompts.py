@@ -10,11 +10,11 @@ import torch
 
 import clpft
 from clpft import precision
-from clpft.collator import CLPDataCollator
 from clpft.data import TrainExample
 from clpft.mining.encode import encode_texts
 from clpft.models import save_model
 from clpft.training import TrainConfig, train_model
+from clpft.training.collator import CLPDataCollator
 from conftest import make_tiny_model
 
 PROMPTS = {"query": "what is the ", "document": "a study of "}

@@ -17,7 +17,7 @@ from clpft.cli import main
 from clpft.data import read_train_jsonl
 from clpft.errors import ClpftError
 from clpft.manifest import build_manifest
-from clpft.validation import split_validation
+from clpft.training.validation import split_validation
 
 SECRET = "sk-reliability-secret-987654"
 
@@ -265,7 +265,7 @@ def test_validation_split_and_curve(tiny_model_dir, tiny_beir, tmp_path):
     assert (out / "training_loss.png").read_bytes()[:4] == b"\x89PNG"
 
     # --val-corpus: the held-out queries rank the whole corpus (12 documents), not their pool (5 or so)
-    from clpft.validation import ValidationRanking
+    from clpft.training.validation import ValidationRanking
 
     corpus = {f"d{i}": f"document {i}" for i in range(1, 13)}
     assert len(ValidationRanking(held, corpus).corpus) == 12

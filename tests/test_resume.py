@@ -20,7 +20,7 @@ from clpft.training import TrainConfig, train_model
 KILL_AFTER_STEP = """
 import os, signal, sys
 from transformers import TrainerCallback
-import clpft.trainer as trainer_module
+import clpft.training.trainer as trainer_module
 step = int(os.environ["KILL_AT"])
 original = trainer_module.trainer_classes
 def patched():

@@ -1,4 +1,4 @@
-"""clpft.runtime: the allocator setting that keeps a training process's resident memory to what is live."""
+"""clpft.training.runtime: the allocator setting that keeps a training process's resident memory to what is live."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from clpft.errors import ClpftError
-from clpft.runtime import bound_malloc, malloc_mode
+from clpft.training.runtime import bound_malloc, malloc_mode
 
 # glibc's dynamic mmap threshold: freeing a 16 MB buffer raises it to 16 MB, so the 8 MB buffers that follow come
 # from the heap, and freeing all of them but the newest (the heap's top) leaves them resident.
@@ -18,7 +18,7 @@ RETAINED_MB = """
 import os, sys, torch
 if sys.argv[1] != "none":
     os.environ["CLPFT_MALLOC"] = sys.argv[1]
-    from clpft.runtime import bound_malloc
+    from clpft.training.runtime import bound_malloc
     print(bound_malloc())
 page = os.sysconf("SC_PAGE_SIZE")
 def resident():
@@ -31,7 +31,7 @@ blocks = [torch.ones(2 << 20) for _ in range(50)]
 newest = blocks[-1]
 del blocks
 if len(sys.argv) > 2:  # what the trainer does after each training step
-    from clpft.runtime import release_freed
+    from clpft.training.runtime import release_freed
     release_freed()
 print((resident() - before) / 2**20)
 """

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clpft.collator import CLPDataCollator, build_dataset
 from clpft.data import TrainExample
 from clpft.errors import ClpftError
-from clpft.modeling_clpft_moe import MoELinear
 from clpft.moe import hf_model_of, upcycle
-from clpft.preparation import set_trainable
+from clpft.moe.modeling_clpft_moe import MoELinear
+from clpft.moe.preparation import set_trainable
 from clpft.training import TrainConfig, train_model, validation_regression
+from clpft.training.collator import CLPDataCollator, build_dataset
 from conftest import SHARED_DATA
 
 
@@ -319,7 +319,7 @@ def test_held_out_queries_never_reach_a_training_row(tiny_model):
     negatives are drawn does not matter, only that their own queries come from the same qrels)."""
     from clpft.data import load_dataset
     from clpft.mining import mine_negatives
-    from clpft.validation import split_validation
+    from clpft.training.validation import split_validation
 
     examples, _ = mine_negatives(
         None, load_dataset(SHARED_DATA / "cranfield", "train"), num_negatives=4, strategy="random", seed=0

@@ -1,4 +1,5 @@
-"""The guard's measurement (clpft.validation): what the held-out queries rank, and which queries are held out."""
+"""The guard's measurement (clpft.training.validation): what the held-out queries rank, and which queries are
+held out."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 
 from clpft.data.texts import text_key
 from clpft.data.trainset import TrainExample
-from clpft.validation import ValidationRanking, split_validation
+from clpft.training.validation import ValidationRanking, split_validation
 from conftest import SHARED_DATA
 
 

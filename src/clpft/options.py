@@ -63,7 +63,7 @@ POSITIVE = Range(0, low_open=True)
 SHARE = Range(0, 1, high_open=True)
 SEED = Range(0, 2**32 - 1, integer=True)  # numpy's seed range
 
-# The ranges of the options declared by hand in clpft.parser; the dataclasses' options carry their own
+# The ranges of the options declared by hand in clpft.cli.parser; the dataclasses' options carry their own
 # (``option(..., range=...)``), and ``ranges()`` holds both.
 RANGES: dict[str, Range] = {
     # lengths, encoding, retrieval
@@ -154,7 +154,7 @@ def option(
     **extra: Any,
 ) -> Any:
     """A dataclass field that is also a command-line option: its flag (default ``--field-name``), help and
-    argparse group live here, with the field; ``clpft.parser`` builds the option from it, ``--config``
+    argparse group live here, with the field; ``clpft.cli.parser`` builds the option from it, ``--config``
     YAML keys and ``clpft ablation``'s pass-through follow from the parser, and ``range`` is checked at
     parse time and when the dataclass is built (``check_ranges``). ``extra``: ``preset=True`` (the default
     comes from ``--preset``), ``negative="--no-x"`` (a boolean that defaults to True and is turned off by

@@ -11,7 +11,7 @@ there.
 
 Encoding (mining, validation) reads the precision of the enclosing ``use(...)`` block, so a command sets
 it once and every stage under it follows; training reads ``TrainConfig.precision``. Test evaluations are
-the exception: under ``auto`` they encode in fp32 (``clpft.stages.exact_precision``), because bf16 moved
+the exception: under ``auto`` they encode in fp32 (``clpft.cli.stages.exact_precision``), because bf16 moved
 Cranfield's test nDCG@10 by 0.0014, and a reported metric should not depend on the arithmetic.
 """
 

@@ -15,7 +15,7 @@ worse than the start, chosen on validation splits carved from training queries o
   0.692; benchmarks/results/tuning_guarded.md);
 - batch 8 with in-batch negatives (clpft.data.batching keeps a row's positive out of every other row's
   candidates) and no accumulation: the paper's batch 1 was BGE-M3's GPU memory, not a choice;
-- a 10% validation split guards the run (clpft.guard): the start is scored at step 0, the best state is
+- a 10% validation split guards the run (clpft.training.guard): the start is scored at step 0, the best state is
   kept, and a weight-space merge with the start (``merge="auto"``) is chosen by the one-standard-error
   rule, which keeps what the start knew out of domain when the validation split cannot tell the merge
   from the fully tuned state. 10%, not the 20% of the first guarded runs: with 20% the SciFact run trained
@@ -53,7 +53,7 @@ class Preset:
     batch_size: int = 1
     grad_accum: int = 4
     warmup_ratio: float = 0.1
-    val_fraction: float = 0.0  # > 0: the guard's validation split (clpft.guard)
+    val_fraction: float = 0.0  # > 0: the guard's validation split (clpft.training.guard)
     merge: str = "none"  # "auto": α chosen on the validation split
     gradcache_mini_batch: int = 0  # > 0: CachedCLPLoss, this many texts of a column embedded at a time
 

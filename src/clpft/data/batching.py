@@ -106,7 +106,7 @@ class _Texts:
 class NoFalseNegativesBatchSampler(DefaultBatchSampler):
     """A batch sampler (pass the class as ``SentenceTransformerTrainingArguments(batch_sampler=...)``)
     over a dataset with a ``query`` column, a ``positives`` (list) or ``positive`` column and
-    ``negative_1..k`` columns, as ``clpft.collator.build_dataset`` writes it."""
+    ``negative_1..k`` columns, as ``clpft.training.collator.build_dataset`` writes it."""
 
     def __init__(
         self,

@@ -1,4 +1,9 @@
-"""Dense-retrieval evaluation: retrieve with a model, score with pytrec_eval."""
+"""Dense-retrieval evaluation (the method's step 5): retrieve with a model, score with pytrec_eval,
+paired tests and intervals (``statistics``), MTEB (``mteb_bridge``).
+
+May import: clpft.data, clpft.mining (encoding) and the shared modules
+(errors, files, faults, manifest, models, options, presets, precision).
+"""
 
 from clpft.evaluation.metrics import LABELS, METRICS, compute_metrics
 

@@ -48,7 +48,7 @@ class CLPLoss(nn.Module):
         temperature: τ > 0 (the paper: 0.02, a scale of 50).
         gather_across_devices: under DDP, score against every process's candidates (see ``__init__``).
 
-    Inputs (what ``clpft.collator.CLPDataCollator`` makes of train.jsonl rows):
+    Inputs (what ``clpft.training.collator.CLPDataCollator`` makes of train.jsonl rows):
 
         +--------------------------------------------+------------------------------------------------+
         | Texts (columns, in order)                  | Labels                                         |
@@ -65,7 +65,7 @@ class CLPLoss(nn.Module):
 
         import clpft
         from clpft.losses import CLPLoss
-        from clpft.collator import CLPDataCollator, build_dataset
+        from clpft.training.collator import CLPDataCollator, build_dataset
         from sentence_transformers import SentenceTransformerTrainer
 
         model = clpft.load_model()

@@ -7,6 +7,9 @@ Backends share one interface (``QueryGenerator``) and one SQLite cache:
 - ``doc2query``: a local seq2seq model folder (T5-style doc2query);
 - ``extractive``: no model at all, the title or the document's most typical sentence (weaker);
 - ``qrels`` and ``none`` are handled by the mining step itself.
+
+May import: clpft.data and the shared modules (errors, files, faults, manifest, models, options, presets,
+precision).
 """
 
 from clpft.ownqueries.base import GenerationSummary, QueryGenerator, parse_backends

@@ -170,12 +170,12 @@ def train(
     Checkpoints (``config.save_steps``) go to ``checkpoints_of(out)``, removed once the model is saved."""
     import os
 
-    from clpft.checkpoints import remove_all
-    from clpft.model_card import add_to_model_card, card_section
+    from clpft.cli.model_card import add_to_model_card, card_section
     from clpft.models import save_model
-    from clpft.plots import plot_loss
-    from clpft.runtime import peak_rss_mb
     from clpft.training import train_model
+    from clpft.training.checkpoints import remove_all
+    from clpft.training.plots import plot_loss
+    from clpft.training.runtime import peak_rss_mb
 
     identity = training_identity(config, train_file, base_model)
     # beside the checkpoints this run will write (a resume with no checkpoint folder is an error of its own)

@@ -7,7 +7,10 @@ learned top-k router, in place. The projections are found from the model's struc
 (``modeling_clpft_moe.ffn_projections``), not from a list of classes. Right after upcycling the model
 computes exactly what it computed before; training then lets the copies drift apart. The layer itself and
 the classes that saved MoE models load with live in ``modeling_clpft_moe.py``, which is copied into every
-saved MoE model folder.
+saved MoE model folder. ``preparation`` upcycles and freezes in the one step training calls.
+
+May import: the shared modules (errors, options) only; ``modeling_clpft_moe`` imports torch and transformers
+and nothing else, as it travels with saved models.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 
-from clpft.modeling_clpft_moe import (
+from clpft.moe.modeling_clpft_moe import (
     MOE_PLACES,
     MoELinear,
     _replace,

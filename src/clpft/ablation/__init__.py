@@ -4,7 +4,10 @@ Every row trains on the same mined data with the same seed(s) and budget, each t
 evaluation in its own ``clpft train`` / ``clpft eval`` process (so peak memory is per row, and the
 report's numbers are exactly what ``clpft eval`` gives for the saved models). Finished rows are
 cached under RUN_DIR/rows/<row>/seed<k>/ with a hash of everything that determines them, so an
-interrupted ladder resumes where it stopped.
+interrupted ladder resumes where it stopped. ``ladder`` holds the rows, ``report`` the tables.
+
+May import: clpft.data, clpft.evaluation, clpft.cli.parser (the rows are clpft subcommands: their options are
+read from the parser that parses them) and the shared modules.
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from clpft.ablation_report import build_report, plot_report, preset_of, report_markdown  # noqa: F401 (API)
+from clpft.ablation.ladder import REFERENCES, ROWS, Row  # noqa: F401  (Row: part of this module's API)
+from clpft.ablation.report import build_report, plot_report, preset_of, report_markdown  # noqa: F401 (API)
 from clpft.errors import ClpftError
 from clpft.faults import kill_point
 from clpft.files import write_json, write_text
-from clpft.ladder import REFERENCES, ROWS, Row  # noqa: F401  (Row: part of this module's API)
 from clpft.manifest import sha256_of
 from clpft.presets import preset_values
 
@@ -82,7 +85,7 @@ OWN_QUERY_OPTIONS = ("neg_queries", "queries_per_negative", "llm_", "max_llm_cal
 def _mine_options(mine_args: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every `clpft mine` option as it will run, defaults included (so that a changed default re-mines and
     retrains), split into (what picks the negatives, what finds the negatives' own queries)."""
-    from clpft.parser import build_parser
+    from clpft.cli.parser import build_parser
 
     options = vars(build_parser().parse_args(["mine", "--data", "-", "--out", "-", *mine_args]))
     options = {

@@ -2,7 +2,7 @@
 ``TrainConfig``, ``MiningOptions``, ``QuerySources``, and the options ``clpft ablation`` passes on.
 
 Every option declared on a dataclass (``clpft.options.option``) reaches its field by its own name, so the
-functions here copy nothing by hand; the generator options (declared in ``clpft.parser``) build
+functions here copy nothing by hand; the generator options (declared in ``clpft.cli.parser``) build
 ``QuerySources``.
 """
 

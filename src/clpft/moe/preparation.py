@@ -9,8 +9,8 @@ from typing import Any
 from sentence_transformers import SentenceTransformer
 
 from clpft.errors import ClpftError
-from clpft.modeling_clpft_moe import MoELinear, ffn_projections, moe_paths, transformer_layers
 from clpft.moe import check_upcyclable, hf_model_of, moe_settings, upcycle
+from clpft.moe.modeling_clpft_moe import MoELinear, ffn_projections, moe_paths, transformer_layers
 from clpft.options import TrainConfig
 
 

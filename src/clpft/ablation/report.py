@@ -8,10 +8,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from clpft.ablation.ladder import REFERENCES, ROWS
 from clpft.evaluation.metrics import METRICS
 from clpft.evaluation.statistics import bootstrap_ci, paired_randomization_test
 from clpft.files import atomic_file
-from clpft.ladder import REFERENCES, ROWS
 from clpft.presets import DEFAULT_PRESET, PRESETS
 
 

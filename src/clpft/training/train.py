@@ -1,8 +1,10 @@
-"""Training: dataset and collator for CLP, the freezing policy, and sentence-transformers' trainer.
+"""``train_model``: prepare the model (clpft.moe.preparation), carve the guard's validation split, build the
+dataset, collator, loss and trainer, train, let the guard choose the saved state, and (``--refit``) train
+again on every training query to the chosen point.
 
-The loop itself is sentence-transformers' ``SentenceTransformerTrainer`` (a transformers Trainer);
-clpft adds what it does not have: the negatives' queries travel through the collator to CLPLoss,
-queries and passages get their own length limits, and only the chosen layers train.
+The loop itself is sentence-transformers' ``SentenceTransformerTrainer`` (a transformers Trainer, set up in
+clpft.training.trainer); clpft adds what it does not have: the negatives' queries travel through the collator
+to CLPLoss, queries and passages get their own length limits, only the chosen layers train, and the guard.
 """
 
 from __future__ import annotations
@@ -22,21 +24,21 @@ from typing import Any
 import torch
 from sentence_transformers import SentenceTransformer
 
-from clpft import trainer as trainer_module
-from clpft.checkpoints import last_complete_checkpoint, remove_checkpoint
-from clpft.collator import CLPDataCollator, build_dataset
 from clpft.data.batching import NoFalseNegativesBatchSampler
 from clpft.data.trainset import TrainExample
 from clpft.errors import ClpftError
-from clpft.guard import Guard, blend, closing_merges, load_state, plan_evaluations, trainable_state
 from clpft.losses import CachedCLPLoss, CLPLoss, InfoNCELoss
-from clpft.modeling_clpft_moe import MoELinear
+from clpft.moe.modeling_clpft_moe import MoELinear
+from clpft.moe.preparation import prepare_model
 from clpft.options import PRECISIONS, TrainConfig, parse_grid
 from clpft.precision import autocast
 from clpft.precision import resolve as resolve_precision
-from clpft.preparation import prepare_model
-from clpft.runtime import bound_malloc
-from clpft.validation import ValidationRanking, count_own_queries, split_validation
+from clpft.training import trainer as trainer_module
+from clpft.training.checkpoints import last_complete_checkpoint, remove_checkpoint
+from clpft.training.collator import CLPDataCollator, build_dataset
+from clpft.training.guard import Guard, blend, closing_merges, load_state, plan_evaluations, trainable_state
+from clpft.training.runtime import bound_malloc
+from clpft.training.validation import ValidationRanking, count_own_queries, split_validation
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ class TrainResult:
     batches_per_epoch: list[int] = field(default_factory=list)  # batches this process really trained on, by epoch
     rows_per_epoch: list[int] = field(default_factory=list)  # training rows in them (a resumed run: since the resume)
     val_own_queries_removed: int = 0  # held-out query texts taken out of training rows' negatives' own queries
-    guard: dict[str, Any] = field(default_factory=dict)  # what was saved and why (clpft.guard.GuardResult)
+    guard: dict[str, Any] = field(default_factory=dict)  # what was saved and why (clpft.training.guard.GuardResult)
     precision: str = "fp32"  # what --precision resolved to on this machine ("auto" -> "bf16" or "fp32")
 
     def to_json(self) -> dict[str, Any]:
@@ -103,7 +105,7 @@ def train_model(
             "--moe-lr is the MoE layers' learning rate when every weight trains: it needs --moe intermediate "
             "or output and --train-only all (otherwise --lr is theirs)"
         )
-    bound_malloc()  # as the `clpft` command does (CLPFT_MALLOC; clpft.runtime)
+    bound_malloc()  # as the `clpft` command does (CLPFT_MALLOC; clpft.training.runtime)
     set_seed(config.seed)
     trainable, total = prepare_model(model, config)
     print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.1f}%)", flush=True)
@@ -170,8 +172,8 @@ def train_model(
     with contextlib.ExitStack() as stack:
         scratch = config.checkpoint_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="clpft-trainer-"))
         args = _training_arguments(model, config, scratch, total_steps, precision, show_progress)
-        # The guard (clpft.guard) scores the held-out queries at step 0 and at the steps planned before training
-        # (evaluation_plan), and keeps the best state.
+        # The guard (clpft.training.guard) scores the held-out queries at step 0 and at the steps planned before
+        # training (evaluation_plan), and keeps the best state.
         plan = (
             evaluation_plan(
                 model, evaluator, dataset, config, total_steps, uses_own_queries=collator.with_negative_queries
@@ -334,7 +336,7 @@ def _training_arguments(
         data_seed=config.seed,
         save_strategy="steps" if config.save_steps else "no",
         save_steps=config.save_steps or 500,
-        save_total_limit=None,  # clpft rotates, counting complete checkpoints only (clpft.checkpoints)
+        save_total_limit=None,  # clpft rotates, counting complete checkpoints only (clpft.training.checkpoints)
         report_to="none",
         logging_steps=config.logging_steps or max(1, total_steps // 20),
         disable_tqdm=not show_progress,
@@ -379,7 +381,7 @@ def evaluation_plan(
     total_steps: int,
     uses_own_queries: bool,
 ) -> dict[str, Any]:
-    """The steps the guard evaluates (``clpft.guard.plan_evaluations``), from counted work rather than time, so
+    """The steps the guard evaluates (``clpft.training.guard.plan_evaluations``), from counted work rather than time, so
     that a busier or slower machine evaluates the same steps: an evaluation encodes the validation corpus and
     queries once (forward only); an optimizer step embeds ``batch_size x grad_accum`` rows (query, one
     positive, the negatives and, for CLP, their own queries) forward and backward, which costs about three

@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--overwrite", action="store_true", help="replace an existing output")
     synth.add_argument("--quiet", action="store_true", help="warnings and results only")
 
-    from clpft.ladder import ROWS
+    from clpft.ablation.ladder import ROWS
 
     ablation = commands.add_parser(
         "ablation",
@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablation.add_argument("--train-split", default="train", help="qrels split to mine and train on")
     ablation.add_argument("--eval-split", default="test", help="qrels split to evaluate on")
     budget = ablation.add_argument_group("budget, the same for every row (unset: each subcommand's default)")
-    from clpft.settings import ablation_passthrough
+    from clpft.cli.settings import ablation_passthrough
 
     for flag, kind, where, text, choices in ablation_passthrough():
         budget.add_argument(

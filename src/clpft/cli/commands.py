@@ -1,4 +1,4 @@
-"""Command line: dispatch only (the options are declared in clpft.parser). Every subcommand calls the Python API.
+"""Command line: dispatch only (the options are declared in clpft.cli.parser). Every subcommand calls the Python API.
 
 clpft mine  --data DIR --out train.jsonl
 clpft train --train train.jsonl --out MODEL_DIR
@@ -16,22 +16,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from clpft.console import setup_logging
-from clpft.errors import ClpftError, redact_secrets
-from clpft.files import output_lock
-from clpft.options import check_ranges
-from clpft.parser import build_parser
-from clpft.settings import (
+from clpft.cli.console import setup_logging
+from clpft.cli.parser import build_parser
+from clpft.cli.settings import (
     ablation_passthrough,
     apply_config,
     generator_settings,
     mining_options,
     train_config,
 )
+from clpft.errors import ClpftError, redact_secrets
+from clpft.files import output_lock
+from clpft.options import check_ranges
 
 
 def _cmd_mine(args: argparse.Namespace) -> None:
-    from clpft import stages
+    from clpft.cli import stages
     from clpft.data import load_dataset
     from clpft.models import load_model
 
@@ -45,12 +45,12 @@ def _cmd_mine(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from clpft import stages
-    from clpft.checkpoints import remove_all
+    from clpft.cli import stages
     from clpft.data import read_train_jsonl
     from clpft.files import remove_stale_temporaries
     from clpft.models import DEFAULT_MODEL_NAME, load_model
-    from clpft.preparation import check_preparable
+    from clpft.moe.preparation import check_preparable
+    from clpft.training.checkpoints import remove_all
 
     out = Path(args.out)
     checkpoints = stages.checkpoints_of(out)
@@ -106,7 +106,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _refuse_other_inputs(out: Path, what: str, identity: dict, before: dict | None) -> None:
-    from clpft import stages
+    from clpft.cli import stages
 
     changed = stages.identity_changes(identity, before)
     if changed:
@@ -117,11 +117,11 @@ def _refuse_other_inputs(out: Path, what: str, identity: dict, before: dict | No
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from clpft import stages
+    from clpft.cli import stages
+    from clpft.cli.pipeline import format_table
     from clpft.data import load_dataset
     from clpft.files import write_json
     from clpft.models import DEFAULT_MODEL_NAME, load_model
-    from clpft.pipeline import format_table
 
     if args.out:
         stages.check_output(args.out, overwrite=args.overwrite)
@@ -153,7 +153,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
-    from clpft.pipeline import RunOptions, run
+    from clpft.cli.pipeline import RunOptions, run
 
     run(
         RunOptions(
@@ -258,10 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"clpft: error: {error}", file=sys.stderr)
         return 2
     setup_logging(args.quiet)
-    from clpft.runtime import bound_malloc
+    from clpft.training.runtime import bound_malloc
 
     try:
-        bound_malloc()  # before any tensor: CLPFT_MALLOC's allocator settings (clpft.runtime)
+        bound_malloc()  # before any tensor: CLPFT_MALLOC's allocator settings (clpft.training.runtime)
     except ClpftError as error:
         print(f"clpft: error: {error}", file=sys.stderr)
         return 2

@@ -1,6 +1,7 @@
 """sentence-transformers' trainer, as clpft runs it: stops at the first NaN/inf loss, counts the batches and
-rows it really trains on per epoch, logs CLP's two terms apart, marks each checkpoint complete (clpft.checkpoints)
-and rotates them; plus the callbacks that tell the collator the epoch and let the guard score the model.
+rows it really trains on per epoch, logs CLP's two terms apart, marks each checkpoint complete
+(clpft.training.checkpoints) and rotates them; plus the callbacks that tell the collator the epoch and let
+the guard score the model.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from pathlib import Path
 
 import torch
 
-from clpft.checkpoints import mark_complete, rotate
-from clpft.collator import CLPDataCollator
 from clpft.errors import ClpftError
 from clpft.faults import kill_point
-from clpft.runtime import release_freed
+from clpft.training.checkpoints import mark_complete, rotate
+from clpft.training.collator import CLPDataCollator
+from clpft.training.runtime import release_freed
 
 KEEP_CHECKPOINTS = 2  # complete checkpoints kept while training (older ones are removed)
 
@@ -70,7 +71,7 @@ def trainer_classes():
             self.batches_by_epoch[epoch] = self.batches_by_epoch.get(epoch, 0) + 1
             self.rows_by_epoch[epoch] = self.rows_by_epoch.get(epoch, 0) + len(inputs["query_input_ids"])
             loss = super().training_step(model, inputs, *args, **kwargs)
-            release_freed()  # this step's activations were just freed (clpft.runtime, CLPFT_MALLOC=trim)
+            release_freed()  # this step's activations were just freed (clpft.training.runtime, CLPFT_MALLOC=trim)
             if not torch.isfinite(loss).all():
                 raise NonFiniteLoss(
                     f"the loss became {loss.item()} at step {self.state.global_step + 1}; stopped "

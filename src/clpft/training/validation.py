@@ -3,7 +3,7 @@
 ``split_validation`` holds out a seeded share of the training *queries* (never the test split), one query
 text being one query however many rows and ids carry it, and takes them out of every training row's
 negatives' own queries; ``ValidationRanking`` scores a model on them the way the test does (dense retrieval,
-pytrec_eval), with per-query values, so that the guard (clpft.guard) can tell a real gain from noise.
+pytrec_eval), with per-query values, so that the guard (clpft.training.guard) can tell a real gain from noise.
 
 The documents the held-out queries rank never depend on a model's ranking: the guard compares the start
 with trained states, and a corpus holding the start's own hard negatives (mined with the start) would meet

@@ -2,7 +2,7 @@
 
 RUN_DIR/train.jsonl (the mined training set, with train.jsonl.stats.json), RUN_DIR/model/ (the fine-tuned
 model, with training.json and training_loss.png) and RUN_DIR/metrics.json (base vs fine-tuned on the
-evaluation split, with per-query values). The stages are clpft.stages' (the ones `clpft mine|train|eval`
+evaluation split, with per-query values). The stages are clpft.cli.stages' (the ones `clpft mine|train|eval`
 run); this module composes them, reuses the base model's corpus encoding for mining and resumes.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import clpft
-from clpft import stages
-from clpft.checkpoints import remove_all
+from clpft.cli import stages
+from clpft.cli.model_card import add_to_model_card, card_section
 from clpft.data import load_dataset
 from clpft.data.download import resolve_data
 from clpft.errors import ClpftError
@@ -26,12 +26,12 @@ from clpft.evaluation import LABELS, METRICS, encode_corpus
 from clpft.faults import kill_point
 from clpft.files import remove_stale_temporaries, write_json
 from clpft.manifest import build_manifest, sha256_of
-from clpft.model_card import add_to_model_card, card_section
 from clpft.models import load_model
+from clpft.moe.preparation import check_preparable
 from clpft.options import MiningOptions
-from clpft.preparation import check_preparable
-from clpft.runtime import peak_rss_mb
 from clpft.training import TrainConfig, TrainResult, resume_checkpoint
+from clpft.training.checkpoints import remove_all
+from clpft.training.runtime import peak_rss_mb
 
 
 def format_table(columns: dict[str, dict[str, float]]) -> str:
