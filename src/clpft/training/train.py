@@ -82,6 +82,19 @@ def make_loss(model: SentenceTransformer, config: TrainConfig) -> torch.nn.Modul
     raise ClpftError(f"--loss must be clp, infonce or mnrl, got {config.loss!r}")
 
 
+@dataclass
+class _Parts:
+    """What one training needs besides the model: its rows, loss, collator and schedule."""
+
+    dataset: Any
+    skipped: int  # rows without enough negatives, left out
+    loss: torch.nn.Module
+    collator: CLPDataCollator
+    world: int  # processes training together
+    steps_per_epoch: int
+    total_steps: int
+
+
 def train_model(
     model: SentenceTransformer,
     examples: list[TrainExample],
@@ -94,89 +107,20 @@ def train_model(
     pool of their positives and negatives."""
     from transformers import set_seed
 
-    if config.moe not in ("none", "intermediate", "output"):
-        raise ClpftError(f"--moe must be none, intermediate or output, got {config.moe!r}")
-    if config.precision not in PRECISIONS:
-        raise ClpftError(f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
-    if config.precision == "fp16" and not torch.cuda.is_available():
-        raise ClpftError("--precision fp16 needs a CUDA GPU (use bf16 on a CPU)")
-    if config.moe_learning_rate is not None and (config.moe == "none" or config.train_only != "all"):
-        raise ClpftError(
-            "--moe-lr is the MoE layers' learning rate when every weight trains: it needs --moe intermediate "
-            "or output and --train-only all (otherwise --lr is theirs)"
-        )
+    check_config(config)
     bound_malloc()  # as the `clpft` command does (CLPFT_MALLOC; clpft.training.runtime)
     set_seed(config.seed)
     trainable, total = prepare_model(model, config)
     print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.1f}%)", flush=True)
-
-    own_before = count_own_queries(examples)
-    every_example = examples  # --refit trains on these again, the held-out queries included
-    examples, val_examples = split_validation(examples, config.val_fraction, config.seed)
-    own_removed = own_before - count_own_queries(examples) - count_own_queries(val_examples)
-    if own_removed:
-        print(
-            f"validation: {own_removed} held-out query texts removed from the training rows' negatives' own queries",
-            flush=True,
-        )
-    evaluator = (
-        ValidationRanking(
-            val_examples,
-            val_corpus,
-            other_examples=examples,
-            query_max_tokens=config.query_max_tokens,
-            passage_max_tokens=config.passage_max_tokens,
-            seed=config.seed,
-        )
-        if val_examples
-        else None
-    )
-    if val_examples:
-        print(
-            f"validation: {len(val_examples)} held-out training queries (--val-fraction {config.val_fraction})",
-            flush=True,
-        )
-    dataset, skipped = build_dataset(examples, config.num_negatives)
-    loss = make_loss(model, config)
-    collator = CLPDataCollator.for_model(
-        model,
-        config.query_max_tokens,
-        config.passage_max_tokens,
-        with_negative_queries=getattr(loss, "uses_negative_queries", False),
-        max_queries_per_negative=config.max_queries_per_negative,
-        seed=config.seed,
-    )
-    # The sampler decides the batches (with conflicts, more than len(dataset) / batch_size), the trainer
-    # takes ceil(batches / world) per process (accelerate's even sharding) and steps every grad_accum.
-    # torchrun sets WORLD_SIZE; the process group itself starts only with the training arguments below.
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    batches = (
-        len(NoFalseNegativesBatchSampler(dataset, config.batch_size, False, seed=config.seed, world_size=world))
-        if config.batch_size > 1
-        else len(dataset)
-    )
-    steps_per_epoch = math.ceil(math.ceil(batches / world) / config.grad_accum)
-    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
-    if config.save_steps and not config.checkpoint_dir:
-        raise ClpftError("checkpoints (--save-steps) need a checkpoint folder")
-    resume_from = None
-    if config.resume:
-        if not config.checkpoint_dir or not Path(config.checkpoint_dir).is_dir():
-            raise ClpftError(f"nothing to resume: no checkpoint folder {config.checkpoint_dir}")
-        resume_from = resume_checkpoint(config.checkpoint_dir)
-        if resume_from is None:  # killed while writing the first checkpoint: nothing was lost but its steps
-            print(f"no complete checkpoint in {config.checkpoint_dir}: training from the start", flush=True)
-        else:
-            print(f"resuming from {resume_from}", flush=True)
+    rows, val_rows, evaluator, own_removed = carve_validation(examples, config, val_corpus)
+    parts = training_parts(model, rows, config)
+    resume_from = checkpoint_to_resume(config)
     precision = resolve_precision(config.precision, model.device.type)
     with contextlib.ExitStack() as stack:
         scratch = config.checkpoint_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="clpft-trainer-"))
-        args = _training_arguments(model, config, scratch, total_steps, precision, show_progress)
-        # The guard (clpft.training.guard) scores the held-out queries at step 0 and at the steps planned before
-        # training (evaluation_plan), and keeps the best state.
         plan = (
             evaluation_plan(
-                model, evaluator, dataset, config, total_steps, uses_own_queries=collator.with_negative_queries
+                model, evaluator, parts.dataset, config, parts.total_steps, parts.collator.with_negative_queries
             )
             if evaluator is not None and not config.eval_steps
             else {}
@@ -192,44 +136,10 @@ def train_model(
             merge_grid=parse_grid(config.merge_grid),
             rule=config.select,
         )
-        trainer = _trainer(model, args, dataset, loss, collator, guard, show_progress)
-        guard.score_start()  # before train(): on a resume, too, the model still holds the start's weights here
-        started = time.perf_counter()
-        set_seed(config.seed)  # dropout draws from here on depend on the seed alone, not on what ran before
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        seconds = time.perf_counter() - started
-        # accelerate wraps forward() in its autocast for mixed precision and leaves it there: unwrap it, so the
-        # model handed back computes in the precision its caller asks for (an fp32 evaluation stays fp32).
-        from accelerate.utils import extract_model_from_parallel
-
-        extract_model_from_parallel(model, keep_fp32_wrapper=False)
-        history = [
-            {
-                k: v
-                for k, v in entry.items()
-                if k in ("step", "epoch", "loss", "infonce", "penalty", "learning_rate", "grad_norm")
-            }
-            for entry in trainer.state.log_history
-            if "loss" in entry
-        ]
-        steps = trainer.state.global_step
-        chosen = guard.finish(
-            steps, config.merge, seconds - guard.eval_seconds + guard.step_zero_seconds, select=config.guard
-        )
-        val_history = guard.history
-        chosen.plan = plan
-        final = chosen.final_score if chosen.final_score is not None else float("nan")
-        if evaluator is not None:
-            print(
-                f"validation: saved {chosen.chosen} (nDCG@10 {final:.4f}; step 0 {chosen.start_score:.4f}); "
-                f"evaluation took {100 * chosen.eval_share:.0f}% of the training time",
-                flush=True,
-            )
-            message = guard.message(chosen) if config.guard else validation_regression(val_history)
-            if message:
-                logger.warning(message)
+        trainer, seconds = run_training(model, parts, config, guard, scratch, precision, show_progress, resume_from)
+        chosen = choose_saved_state(guard, trainer.state.global_step, config, seconds, plan, evaluator is not None)
         if config.refit and evaluator is not None and config.guard and chosen.chosen != "start":
-            chosen.refit = _refit(model, every_example, config, guard, chosen, total_steps, precision, scratch)
+            chosen.refit = _refit(model, examples, config, guard, chosen, parts.total_steps, precision, scratch)
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
@@ -237,21 +147,157 @@ def train_model(
     return TrainResult(
         trainable,
         total,
-        len(dataset),
-        skipped,
-        steps,
+        len(parts.dataset),
+        parts.skipped,
+        trainer.state.global_step,
         round(seconds, 2),
-        history,
-        val_history,
-        len(val_examples),
-        world,
-        steps_per_epoch=steps_per_epoch,
+        loss_history(trainer),
+        guard.history,
+        len(val_rows),
+        parts.world,
+        steps_per_epoch=parts.steps_per_epoch,
         batches_per_epoch=[trainer.batches_by_epoch[e] for e in epochs_run],
         rows_per_epoch=[trainer.rows_by_epoch[e] for e in epochs_run],
         val_own_queries_removed=own_removed,
         guard=dataclasses.asdict(chosen),
         precision=precision,
     )
+
+
+def check_config(config: TrainConfig) -> None:
+    """The combinations of options that TrainConfig's own checks cannot see alone (the machine, MoE and lr)."""
+    if config.moe not in ("none", "intermediate", "output"):
+        raise ClpftError(f"--moe must be none, intermediate or output, got {config.moe!r}")
+    if config.precision not in PRECISIONS:
+        raise ClpftError(f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
+    if config.precision == "fp16" and not torch.cuda.is_available():
+        raise ClpftError("--precision fp16 needs a CUDA GPU (use bf16 on a CPU)")
+    if config.moe_learning_rate is not None and (config.moe == "none" or config.train_only != "all"):
+        raise ClpftError(
+            "--moe-lr is the MoE layers' learning rate when every weight trains: it needs --moe intermediate "
+            "or output and --train-only all (otherwise --lr is theirs)"
+        )
+    if config.save_steps and not config.checkpoint_dir:
+        raise ClpftError("checkpoints (--save-steps) need a checkpoint folder")
+
+
+def carve_validation(
+    examples: list[TrainExample], config: TrainConfig, val_corpus: dict[str, str] | None
+) -> tuple[list[TrainExample], list[TrainExample], ValidationRanking | None, int]:
+    """(training rows, held-out rows, the ranking that scores the held-out queries or None, how many held-out
+    query texts left the training rows' negatives' own queries)."""
+    own_before = count_own_queries(examples)
+    rows, val_rows = split_validation(examples, config.val_fraction, config.seed)
+    own_removed = own_before - count_own_queries(rows) - count_own_queries(val_rows)
+    if own_removed:
+        print(
+            f"validation: {own_removed} held-out query texts removed from the training rows' negatives' own queries",
+            flush=True,
+        )
+    if not val_rows:
+        return rows, val_rows, None, own_removed
+    evaluator = ValidationRanking(
+        val_rows,
+        val_corpus,
+        other_examples=rows,
+        query_max_tokens=config.query_max_tokens,
+        passage_max_tokens=config.passage_max_tokens,
+        seed=config.seed,
+    )
+    print(f"validation: {len(val_rows)} held-out training queries (--val-fraction {config.val_fraction})", flush=True)
+    return rows, val_rows, evaluator, own_removed
+
+
+def training_parts(model: SentenceTransformer, rows: list[TrainExample], config: TrainConfig) -> _Parts:
+    """The dataset, loss and collator for ``rows``, and the schedule's length in optimizer steps."""
+    dataset, skipped = build_dataset(rows, config.num_negatives)
+    loss = make_loss(model, config)
+    collator = CLPDataCollator.for_model(
+        model,
+        config.query_max_tokens,
+        config.passage_max_tokens,
+        with_negative_queries=getattr(loss, "uses_negative_queries", False),
+        max_queries_per_negative=config.max_queries_per_negative,
+        seed=config.seed,
+    )
+    # The sampler decides the batches (with conflicts, more than len(dataset) / batch_size), the trainer
+    # takes ceil(batches / world) per process (accelerate's even sharding) and steps every grad_accum.
+    # torchrun sets WORLD_SIZE; the process group itself starts only with the training arguments.
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    batches = (
+        len(NoFalseNegativesBatchSampler(dataset, config.batch_size, False, seed=config.seed, world_size=world))
+        if config.batch_size > 1
+        else len(dataset)
+    )
+    steps_per_epoch = math.ceil(math.ceil(batches / world) / config.grad_accum)
+    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
+    return _Parts(dataset, skipped, loss, collator, world, steps_per_epoch, total_steps)
+
+
+def checkpoint_to_resume(config: TrainConfig) -> Path | None:
+    """With --resume: the last complete checkpoint, or None (train from the start) when none was finished."""
+    if not config.resume:
+        return None
+    if not config.checkpoint_dir or not Path(config.checkpoint_dir).is_dir():
+        raise ClpftError(f"nothing to resume: no checkpoint folder {config.checkpoint_dir}")
+    resume_from = resume_checkpoint(config.checkpoint_dir)
+    if resume_from is None:  # killed while writing the first checkpoint: nothing was lost but its steps
+        print(f"no complete checkpoint in {config.checkpoint_dir}: training from the start", flush=True)
+    else:
+        print(f"resuming from {resume_from}", flush=True)
+    return resume_from
+
+
+def run_training(
+    model: SentenceTransformer,
+    parts: _Parts,
+    config: TrainConfig,
+    guard: Guard,
+    scratch: str,
+    precision: str,
+    show_progress: bool,
+    resume_from: Path | None = None,
+):
+    """Train with sentence-transformers' trainer, the guard watching (step 0 scored first). Returns (trainer,
+    seconds)."""
+    from accelerate.utils import extract_model_from_parallel
+    from transformers import set_seed
+
+    args = _training_arguments(model, config, scratch, parts.total_steps, precision, show_progress)
+    trainer = _trainer(model, args, parts.dataset, parts.loss, parts.collator, guard, show_progress)
+    guard.score_start()  # before train(): on a resume, too, the model still holds the start's weights here
+    started = time.perf_counter()
+    set_seed(config.seed)  # dropout draws from here on depend on the seed alone, not on what ran before
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    seconds = time.perf_counter() - started
+    # accelerate wraps forward() in its autocast for mixed precision and leaves it there: unwrap it, so the
+    # model handed back computes in the precision its caller asks for (an fp32 evaluation stays fp32).
+    extract_model_from_parallel(model, keep_fp32_wrapper=False)
+    return trainer, seconds
+
+
+def choose_saved_state(guard: Guard, steps: int, config: TrainConfig, seconds: float, plan: dict, validated: bool):
+    """The guard puts the chosen weights into the model; one line says what was saved (and a warning when it is
+    the start, or, without the guard, when training ended below it). Returns the GuardResult."""
+    chosen = guard.finish(steps, config.merge, seconds - guard.eval_seconds + guard.step_zero_seconds, config.guard)
+    chosen.plan = plan
+    if validated:
+        final = chosen.final_score if chosen.final_score is not None else float("nan")
+        print(
+            f"validation: saved {chosen.chosen} (nDCG@10 {final:.4f}; step 0 {chosen.start_score:.4f}); "
+            f"evaluation took {100 * chosen.eval_share:.0f}% of the training time",
+            flush=True,
+        )
+        message = guard.message(chosen) if config.guard else validation_regression(guard.history)
+        if message:
+            logger.warning(message)
+    return chosen
+
+
+def loss_history(trainer) -> list[dict[str, float]]:
+    """The trainer's logged training rows (loss, CLP's two terms, lr, gradient norm), without its other logs."""
+    kept = ("step", "epoch", "loss", "infonce", "penalty", "learning_rate", "grad_norm")
+    return [{k: v for k, v in entry.items() if k in kept} for entry in trainer.state.log_history if "loss" in entry]
 
 
 def _refit(
@@ -268,51 +314,26 @@ def _refit(
     point of the schedule the guard chose (the same share of the same number of epochs), then apply the
     chosen merge. The held-out queries served to choose the stopping point and α; once chosen, a model that
     has also learned from them is the better one to hand over (as a refit after cross-validation is)."""
-    from transformers import set_seed
-
     uses_average = "average" in chosen.chosen
     stop_share = 1.0 if uses_average else chosen.best_step / planned_steps
-    set_seed(config.seed)
     load_state(model, guard.start)
     refit_config = dataclasses.replace(config, save_steps=0)  # a refit is redone whole, never resumed
-    dataset, _ = build_dataset(every_example, config.num_negatives)
-    loss = make_loss(model, refit_config)
-    collator = CLPDataCollator.for_model(
-        model,
-        config.query_max_tokens,
-        config.passage_max_tokens,
-        with_negative_queries=getattr(loss, "uses_negative_queries", False),
-        max_queries_per_negative=config.max_queries_per_negative,
-        seed=config.seed,
-    )
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    batches = (
-        len(NoFalseNegativesBatchSampler(dataset, config.batch_size, False, seed=config.seed, world_size=world))
-        if config.batch_size > 1
-        else len(dataset)
-    )
-    steps_per_epoch = math.ceil(math.ceil(batches / world) / config.grad_accum)
-    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
-    stop_at = max(1, round(stop_share * total_steps))
+    parts = training_parts(model, every_example, refit_config)
+    stop_at = max(1, round(stop_share * parts.total_steps))
     follower = Guard(model, None, ema_decay=config.ema if uses_average else 0.0, stop_at_step=stop_at)
-    args = _training_arguments(model, refit_config, scratch, total_steps, precision, show_progress=False)
-    trainer = _trainer(model, args, dataset, loss, collator, follower, show_progress=False)
-    print(f"refit: {len(dataset)} rows (every training query), {stop_at} of {total_steps} steps", flush=True)
-    started = time.perf_counter()
-    set_seed(config.seed)  # the same draws as a first training on these rows would make
-    trainer.train()
-    from accelerate.utils import extract_model_from_parallel
-
-    extract_model_from_parallel(model, keep_fp32_wrapper=False)
+    print(
+        f"refit: {len(parts.dataset)} rows (every training query), {stop_at} of {parts.total_steps} steps", flush=True
+    )
+    trainer, seconds = run_training(model, parts, refit_config, follower, scratch, precision, show_progress=False)
     if uses_average:
         load_state(model, follower.ema_state)
     if chosen.merge_alpha is not None:
         load_state(model, blend(guard.start, trainable_state(model), chosen.merge_alpha))
     return {
-        "rows": len(dataset),
+        "rows": len(parts.dataset),
         "steps": trainer.state.global_step,
-        "planned_steps": total_steps,
-        "seconds": round(time.perf_counter() - started, 2),
+        "planned_steps": parts.total_steps,
+        "seconds": round(seconds, 2),
     }
 
 
