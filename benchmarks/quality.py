@@ -48,7 +48,7 @@ TRIED_ROWS = {
         "3 epochs (SciFact's 2-epoch validation curve peaked at its last step), a moving average of the weights "
         "(decay 0.95) beside the best step, merges with the start at every tenth of α and the default's quarters, the "
         "best validation score "
-        "kept; every candidate's per-query validation scores recorded for benchmarks/selection_rules.py",
+        "kept; every candidate's per-query validation scores recorded for benchmarks/studies/selection_rules.py",
         [
             "--epochs",
             "3",

@@ -173,7 +173,7 @@ def test_cached_clp_gradients_equal_clp(tiny_model, penalty_weight):
 
 
 def test_clp_gradient_benchmark_measures_both_terms(tiny_model_dir, tmp_path):
-    """benchmarks/clp_gradients.py: a positive, finite ratio of the penalty's gradient to InfoNCE's for each
+    """benchmarks/studies/clp_gradients.py: a positive, finite ratio of the penalty's gradient to InfoNCE's for each
     set of trained weights and τ, and the derived columns follow from it."""
     import json
     import math
@@ -192,7 +192,7 @@ def test_clp_gradient_benchmark_measures_both_terms(tiny_model_dir, tmp_path):
     ]
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "clp_gradients.py"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "studies" / "clp_gradients.py"
     result = subprocess.run(
         [
             sys.executable,

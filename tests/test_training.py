@@ -262,7 +262,7 @@ def test_gradient_checkpointing_gives_the_same_update_and_bf16_runs(tiny_model_d
 
 
 def test_tuning_benchmark_scores_runs_on_a_validation_split(tiny_model_dir, tiny_beir, tmp_path):
-    """benchmarks/tune_presets.py: each run is scored on held-out *training* queries (the test split is
+    """benchmarks/studies/tune_presets.py: each run is scored on held-out *training* queries (the test split is
     never read), lr 0 gives the base model's score, and finished runs are skipped on a second call."""
     import json
     import subprocess
@@ -270,7 +270,7 @@ def test_tuning_benchmark_scores_runs_on_a_validation_split(tiny_model_dir, tiny
     from pathlib import Path
 
     (tiny_beir / "qrels" / "test.tsv").write_text("not read\n")  # a test split it read would fail to parse
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "tune_presets.py"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "studies" / "tune_presets.py"
     out = tmp_path / "tune"
     command = [
         sys.executable,

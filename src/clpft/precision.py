@@ -2,7 +2,7 @@
 
 bf16 autocast keeps the weights, the optimizer and the reductions (softmax, norms, the loss) in fp32 and
 runs the matrix products in bf16. On a CPU with AVX-512 BF16 or AMX that is about twice as fast as fp32
-(benchmarks/precision_micro.py on this project's 2-core machine, 2026-12-02: corpus encoding 2.06-2.35x,
+(benchmarks/studies/precision_micro.py on this project's 2-core machine, 2026-12-02: corpus encoding 2.06-2.35x,
 a training step of 8 queries and 40 passages 1.6-1.9x) and changes the embeddings by a cosine of about 2e-5:
 the base model's test nDCG@10 was 0.6456 against fp32's 0.6451 on SciFact and 0.4567 against 0.4581 on
 Cranfield (``benchmarks/speed.py``'s precision check measures both again, for every dataset).

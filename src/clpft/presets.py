@@ -28,7 +28,7 @@ worse than the start, chosen on validation splits carved from training queries o
   are embedded twice, once without a graph, but never all at once (benchmarks/results/speed.md).
 
 λ stays at the paper's 0.1 (a sweep found no λ or own-query source that helped beyond noise; at 0.1 the
-penalty's gradient is a few percent of InfoNCE's, benchmarks/clp_gradients.py). When only the MoE or
+penalty's gradient is a few percent of InfoNCE's, benchmarks/studies/clp_gradients.py). When only the MoE or
 intermediate layers train (``--train-only moe|intermediate``) the learning rate is 1e-4 and tau 0.02, as
 chosen in the first tuning round.
 

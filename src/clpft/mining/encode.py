@@ -31,7 +31,8 @@ def max_length(model: SentenceTransformer, limit: int | None) -> Iterator[None]:
 # project runs on: a 2-core AMD EPYC encoded fastest in small batches (1,024 tokens, ~1.25x
 # SentenceTransformer.encode's 32 texts, 2026-11-27), a 2-core Xeon with AMX in large ones (SciFact
 # passages at 256 tokens, texts/s at 1,024 / 4,096 / 16,384 tokens: bf16 5.9 / 12.1 / 18.3, fp32 5.1 / 8.8 /
-# 10.0, 2026-12-02, benchmarks/encode_budget.py, beside a running benchmark row): AMX's tile units want large matrices.
+# 10.0, 2026-12-02, benchmarks/studies/encode_budget.py, beside a running benchmark row): AMX's tile units want
+# large matrices.
 CPU_TOKEN_BUDGET = 1024
 AMX_TOKEN_BUDGET = 16384
 

@@ -25,7 +25,7 @@ keeps either the one closest to the start whose validation nDCG@10 is within one
 (``one-se``: a difference the validation split cannot tell from noise does not earn a move away from the
 start) or the best (``best``); when that is the start itself, the start is saved and one line says so. Every
 candidate's per-query validation scores are recorded (``GuardResult.candidates``), so that a rule can be
-judged afterwards on queries it did not choose on (benchmarks/selection_rules.py). For an upcycled
+judged afterwards on queries it did not choose on (benchmarks/studies/selection_rules.py). For an upcycled
 model the start is the upcycled model before training (experts as copies of the dense layer): it computes
 what the dense model computed, so α = 0 is the untouched model. ``--merge ALPHA`` applies one α without
 choosing (no validation split needed).

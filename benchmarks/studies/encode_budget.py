@@ -1,6 +1,6 @@
 """Texts/s of clpft's encoder at several CPU token budgets, bf16 and fp32, on SciFact passages (256 tokens).
 
-    python benchmarks/encode_budget.py      # about a minute; writes benchmarks/results/encode_budget.json
+    python benchmarks/studies/encode_budget.py      # about a minute; writes benchmarks/results/encode_budget.json
 
 The measurement behind ``clpft.mining.encode.cpu_token_budget`` (small batches on the AMD machine, large
 ones on a CPU with AMX)."""
@@ -18,8 +18,8 @@ from clpft import precision
 from clpft.files import write_json
 from clpft.mining.encode import encode_texts
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact" / "corpus.jsonl"
-OUT = Path(__file__).resolve().parent / "results" / "encode_budget.json"
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "scifact" / "corpus.jsonl"
+OUT = Path(__file__).resolve().parents[1] / "results" / "encode_budget.json"
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ all-MiniLM-L6-v2, passages cut at 128 tokens, seed 42) and counts, for the tunin
 the held-out queries that appear among the training rows' own queries (what the old code trained on)
 and what `split_validation` leaves of them now (0).
 
-    python benchmarks/validation_leak.py --data ../shared/data/scifact --data ../shared/data/cranfield \
+    python benchmarks/studies/validation_leak.py --data ../shared/data/scifact --data ../shared/data/cranfield \
         --data ../shared/data/xquad-hi --out benchmarks/results/validation_leak
 """
 
@@ -87,7 +87,7 @@ def main() -> None:
     lines = [
         "# Validation queries trained on through the negatives' own queries (before the fix)",
         "",
-        f"`python benchmarks/validation_leak.py {' '.join('--data ' + d for d in args.data)} --out {args.out}`",
+        f"`python benchmarks/studies/validation_leak.py {' '.join('--data ' + d for d in args.data)} --out {args.out}`",
         "",
         "| dataset | set-up | held-out queries | of them in training rows' own queries | mentions | after the fix |",
         "|---|---|---|---|---|---|",

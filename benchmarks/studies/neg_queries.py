@@ -4,7 +4,7 @@ Mines ANCE negatives once on a dataset's training split (qrels-only queries), de
 training set where negatives without a qrels query get extractive ones (``qrels,extractive``),
 trains the CLP + MoE row on each with the same budget and seed, and evaluates both on the test split.
 
-    python benchmarks/neg_queries.py --data ../shared/data/scifact --max-train-queries 400 --epochs 1
+    python benchmarks/studies/neg_queries.py --data ../shared/data/scifact --max-train-queries 400 --epochs 1
 
 Writes benchmarks/results/neg_queries_<dataset>.json and .md.
 """
@@ -65,7 +65,7 @@ def main() -> int:
 
     report = {
         "date": datetime.date.today().isoformat(),
-        "command": "python benchmarks/neg_queries.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/studies/neg_queries.py " + " ".join(sys.argv[1:]),
         "data": args.data,
         "train_queries": stats.queries,
         "negatives": stats.negatives,

@@ -1,6 +1,6 @@
 """What each weight-space merge of a finished `clpft run` scores: in domain and zero-shot (a report, not a choice).
 
-    python benchmarks/merge_curve.py --run runs/quality/rows/scifact/default-3-epochs/run \\
+    python benchmarks/studies/merge_curve.py --run runs/quality/rows/scifact/default-3-epochs/run \\
         --data ../shared/data/scifact --zero-shot ../shared/data/cranfield --out benchmarks/results/merge_curve
 
 The guard (clpft.training.guard) chooses among the start, the best step and the merges
@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # benchmarks/
 ROOT = HERE.parent
 
 
@@ -137,7 +137,7 @@ def main() -> None:
     lines = [
         "# What each merge of the start and the tuned model scores",
         "",
-        f"`python benchmarks/merge_curve.py {' '.join(sys.argv[1:])}`",
+        f"`python benchmarks/studies/merge_curve.py {' '.join(sys.argv[1:])}`",
         "",
         f"Run: `{run}` (the guard saved: {guard.get('chosen')}). θ(α) = (1 - α) θ_start + α θ_best (step "
         f"{guard.get('best_step')}"

@@ -15,7 +15,7 @@ The candidates themselves were built once on the whole validation split (which m
 they start from the best step or the average): a small advantage of the run's candidates over their
 alternatives, shared by every rule, so the comparison between rules stands.
 
-    python benchmarks/selection_rules.py --runs scifact=runs/quality/rows/scifact/ROW/run \\
+    python benchmarks/studies/selection_rules.py --runs scifact=runs/quality/rows/scifact/ROW/run \\
         cranfield=... xquad-hi=... --out benchmarks/results/selection_rules
 """
 
@@ -163,7 +163,7 @@ def main() -> None:
             raise SystemExit(f"{training_json}: not found (NAME=RUN_DIR, the folder `clpft run --out` wrote)")
         datasets[name] = study(name, training_json, args.splits, args.seed)
     report = {"splits": args.splits, "seed": args.seed, "datasets": datasets}
-    command = "python benchmarks/selection_rules.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/studies/selection_rules.py " + " ".join(sys.argv[1:])
     write_json(Path(args.out).with_suffix(".json"), report)
     write_text(Path(args.out).with_suffix(".md"), markdown(report, command))
     print(markdown(report, command))

@@ -1,7 +1,7 @@
 """bf16 autocast against fp32 on this CPU, in one process: encoding 256 SciFact passages (256 tokens) and one
 training step of 8 queries + 40 passages (an MNRL-style loss, no trainer), each timed after a warm-up.
 
-    python benchmarks/precision_micro.py
+    python benchmarks/studies/precision_micro.py
 
 Runs on 2026-12-02 (this project's 2-core machine): encoding 10.55 s fp32 against 4.48 s bf16 (2.35x), then
 10.57 s against 5.12 s (2.06x), the embeddings' cosine 0.99998; a training step 9.56 s fp32 against 5.12 s
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from clpft.models import load_model
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact" / "corpus.jsonl"
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "scifact" / "corpus.jsonl"
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ range 0-50, 4 negatives, "top", n-tuples, on the training split) and iterates th
 42, as the trainer passes it) for each epoch: the batch sizes, the rows the trainer's 2 x len(sampler)
 optimizer steps see, and how many mined rows hold the most common negative.
 
-    python benchmarks/st_recipe_batches.py --data ../shared/data/xquad-hi --data ../shared/data/cranfield \
+    python benchmarks/studies/st_recipe_batches.py --data ../shared/data/xquad-hi --data ../shared/data/cranfield \
         --out benchmarks/results/st_recipe_batches
 """
 
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
     reports = [sampler_report(Path(path), args.batch_size, args.epochs, args.seed) for path in args.data]
-    command = "python benchmarks/st_recipe_batches.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/studies/st_recipe_batches.py " + " ".join(sys.argv[1:])
     write_json(args.out + ".json", {"command": command, "datasets": reports})
     write_text(args.out + ".md", markdown(reports, command))
     print(markdown(reports, command))

@@ -1,7 +1,8 @@
 """Tune clpft's training settings on a validation split carved from the *training* queries.
 
-    python benchmarks/tune_presets.py --data ../shared/data/scifact --out runs/tune-scifact
-    python benchmarks/tune_presets.py collect runs/tune-scifact runs/tune-xquad-hi   # -> benchmarks/results/tuning.md
+    python benchmarks/studies/tune_presets.py --data ../shared/data/scifact --out runs/tune-scifact
+    python benchmarks/studies/tune_presets.py collect runs/tune-scifact runs/tune-xquad-hi
+    # -> benchmarks/results/tuning.md
 
 1. Mines a tuning set from the training split (`clpft mine`, ANCE negatives from the base model).
 2. Every run of the grid is one `clpft train --val-fraction F`: the same seeded share of the tuning
@@ -32,7 +33,7 @@ from clpft.files import write_json, write_text
 
 # The default grid: the paper's settings, then learning rate and temperature around them, for the row
 # that trains only the MoE layers, the row that trains every weight, and the standard it must beat.
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # benchmarks/
 DEFAULT_GRID = [
     "base:lr=0",
     *[f"ance-clp-moe:lr={lr}" for lr in ("1e-5", "1e-4", "3e-4", "1e-3")],
@@ -202,7 +203,7 @@ def collect(folders: list[str], out: Path) -> None:
         source = results.get("neg_queries", "qrels")
         neg_queries_flag = f"--neg-queries {source} " if source != "qrels" else ""
         command = (
-            f"python benchmarks/tune_presets.py --data {results['data']} --out {folder} --max-train-queries "
+            f"python benchmarks/studies/tune_presets.py --data {results['data']} --out {folder} --max-train-queries "
             f"{results['max_train_queries']} --val-fraction {results['val_fraction']} --epochs {results['epochs']} "
             f"{'--val-corpus ' if results.get('val_corpus') == 'whole corpus' else ''}"
             f"{neg_queries_flag}"
@@ -219,7 +220,7 @@ def collect(folders: list[str], out: Path) -> None:
             markdown(results),
         ]
         everything[str(folder)] = results
-    notes = HERE / "tuning_notes.md"
+    notes = Path(__file__).resolve().parent / "tuning_notes.md"
     text = "# Tuning clpft's defaults on validation splits\n\n" + (notes.read_text() + "\n" if notes.is_file() else "")
     write_text(out, text + "\n".join(sections))
     write_json(out.with_suffix(".json"), everything)

@@ -1,9 +1,9 @@
 """How large is CLP's penalty next to its InfoNCE term, in the gradient that trains the model?
 
-    python benchmarks/clp_gradients.py --train runs/tune/scifact-ext/tune.jsonl \\
+    python benchmarks/studies/clp_gradients.py --train runs/tune/scifact-ext/tune.jsonl \\
         --out benchmarks/results/clp_gradients_scifact      # -> .json and .md
 
---train is any mined train.jsonl; the one above is the tuning set that `benchmarks/tune_presets.py --data
+--train is any mined train.jsonl; the one above is the tuning set that `benchmarks/studies/tune_presets.py --data
 ../shared/data/scifact --out runs/tune/scifact-ext --neg-queries qrels,extractive` mines first (200 training
 queries, ANCE negatives, every negative with an own query from the qrels or the extractive fallback).
 
@@ -124,10 +124,11 @@ def markdown(report: dict) -> str:
     lines = [
         "# CLP: the penalty's gradient next to InfoNCE's",
         "",
-        f"`python benchmarks/clp_gradients.py --train {report['train']} --out {report['out']}` "
+        f"`python benchmarks/studies/clp_gradients.py --train {report['train']} --out {report['out']}` "
         f"({report['model']}, {report['examples']} "
         f"training examples, {report['seconds']:.0f} s). Median over examples of ||∇P|| / ||∇InfoNCE|| with respect to "
-        "the weights that train; the penalty's share of the pull is λ/(1-λ) times it (`benchmarks/clp_gradients.py` "
+        "the weights that train; the penalty's share of the pull is λ/(1-λ) times it "
+        "(`benchmarks/studies/clp_gradients.py` "
         "says why only this ratio matters under Adam).",
         "",
         "| trains | τ | ‖∇P‖/‖∇InfoNCE‖ (median; quartiles) | λ where both pull equally | "

@@ -1,7 +1,7 @@
 """Round 5 of the tuning (the quality issue): what trains, at batch 8, under the guard, on SciFact's validation
 split only (a seeded 20% of the training queries; the test split is never read).
 
-    python benchmarks/tune_guarded.py                 # mines once, trains each row (cached), writes the table
+    python benchmarks/studies/tune_guarded.py                 # mines once, trains each row (cached), writes the table
 
 Every row is `clpft train` on the same mined file (ANCE negatives from the packaged all-MiniLM-L6-v2, seed 42)
 with `--val-fraction 0.2 --val-corpus ../shared/data/scifact --merge auto --batch-size 8 --grad-accum 1` and
@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # benchmarks/
 ROOT = HERE.parent
 DATA = ROOT.parent / "shared" / "data" / "scifact"
 COMMON = ["--val-fraction", "0.2", "--merge", "auto", "--batch-size", "8", "--grad-accum", "1", "--epochs", "1"]
@@ -70,7 +70,9 @@ def main() -> None:
     lines = [
         "# Tuning round 5: what trains, at batch 8, under the guard (SciFact validation split)",
         "",
-        "`python benchmarks/tune_guarded.py`. Flags common to every row: `" + " ".join(COMMON) + "`; 162 held-out "
+        "`python benchmarks/studies/tune_guarded.py`. Flags common to every row: `"
+        + " ".join(COMMON)
+        + "`; 162 held-out "
         "training queries rank 2,000 documents (their positives and mined negatives, then a seeded sample). "
         "Scores are validation nDCG@10; the test split was not read.",
         "",

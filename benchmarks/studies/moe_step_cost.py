@@ -8,7 +8,7 @@ one untimed) and the bytes autograd saves for the backward pass (each storage co
 memory the step holds at its peak. Then torch.profiler's top operators for one intermediate layer, dense
 against MoE.
 
-    python benchmarks/moe_step_cost.py --out benchmarks/results/moe_step_cost
+    python benchmarks/studies/moe_step_cost.py --out benchmarks/results/moe_step_cost
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "scifact"
 VARIANTS = {  # name: (upcycled to MoE, bf16 autocast)
     "plain fp32": (False, False),
     "plain bf16": (False, True),
@@ -117,7 +117,7 @@ def main() -> None:
         rows[name] = {"seconds": round(min(t for t, _ in timed), 3), "saved_mb": round(timed[-1][1])}
         print(name, rows[name], flush=True)
     profile = layer_profile()
-    command = "python benchmarks/moe_step_cost.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/studies/moe_step_cost.py " + " ".join(sys.argv[1:])
     report = {"command": command, "torch_threads": torch.get_num_threads(), "steps": rows, "layer_profile": profile}
     lines = [
         "# The MoE layers' cost in one training step",
