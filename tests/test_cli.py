@@ -199,6 +199,7 @@ def test_console_script_run(tiny_model_dir, tiny_beir, tmp_path):
         f"| nDCG@10 | {report['base']['metrics']['ndcg@10']:.4f} | {report['finetuned']['metrics']['ndcg@10']:.4f} |"
         in card
     )
+    assert card.count("## Fine-tuned with clpft") == 1  # the run writes its section once, with the test metrics
     assert (out / "model" / "training_loss.png").exists()  # with the model, as `clpft train` writes it
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr

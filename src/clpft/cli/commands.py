@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -62,13 +61,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if args.resume:
         for leftover in remove_stale_temporaries(out.parent, name=out.name):
             print(f"removed {leftover}, left by an interrupted write", flush=True)
-        saved = out / "training.json"  # written with the model, in one atomic step
-        recorded = checkpoints / stages.IDENTITY_FILE
-        if saved.is_file():
-            _refuse_other_inputs(out, "was trained", identity, json.loads(saved.read_text()).get("identity"))
-        elif recorded.is_file():
-            _refuse_other_inputs(out, "has checkpoints trained", identity, json.loads(recorded.read_text()))
-        if saved.is_file():
+        if stages.training_state(out, identity, resume=True) == "finished":
             remove_all(checkpoints)
             print(f"{args.out} is already finished", flush=True)
             return
@@ -103,17 +96,6 @@ def _cmd_train(args: argparse.Namespace) -> None:
         f"trained {result.optimizer_steps} steps in {result.seconds:.0f} s (last logged loss {last:.4f}); "
         f"wrote {args.out}"
     )
-
-
-def _refuse_other_inputs(out: Path, what: str, identity: dict, before: dict | None) -> None:
-    from clpft.cli import stages
-
-    changed = stages.identity_changes(identity, before)
-    if changed:
-        raise ClpftError(
-            f"{out} {what} on other inputs (they differ in {', '.join(changed)}); pass --overwrite to replace "
-            "it, or the same --train and options to continue it"
-        )
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:

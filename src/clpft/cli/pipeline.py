@@ -29,7 +29,7 @@ from clpft.manifest import build_manifest, sha256_of
 from clpft.models import load_model
 from clpft.moe.preparation import check_preparable
 from clpft.options import MiningOptions
-from clpft.training import TrainConfig, TrainResult, resume_checkpoint
+from clpft.training import TrainConfig, TrainResult
 from clpft.training.checkpoints import remove_all
 from clpft.training.runtime import peak_rss_mb
 
@@ -111,12 +111,38 @@ def run(options: RunOptions) -> dict[str, Any]:
 def _run_stages(
     options: RunOptions, out: Path, identity: dict, train_data, eval_data, model, started: float
 ) -> dict[str, Any]:
-    cfg = options.train
+    """``clpft run`` top to bottom, one call per stage; with --resume each stage whose output is in RUN_DIR is
+    read back instead of redone."""
     show = not options.quiet
+    _start_folder(options, out, identity)
+    _warn_shared_queries(options, train_data, eval_data)
+    cfg, mining = _one_seed_and_one_length(options, model)
+    if options.resume and (finished := _finished_report(out)) is not None:
+        return finished
+    base, corpus_emb, encode_seconds = _base_evaluation(options, out, model, eval_data, mining, show)
+    examples, stats = _mined(options, out, model, train_data, mining, corpus_emb, show)
+    model, result, cfg = _trained(options, out, model, examples, cfg, train_data, show)
+    tuned = stages.evaluate(
+        model,
+        eval_data,
+        top_k=options.top_k,
+        query_max_tokens=mining.query_max_tokens,
+        passage_max_tokens=mining.passage_max_tokens,
+        encode_batch_size=mining.encode_batch_size,
+        show_progress=show,
+    )
+    kill_point("run.evaluated")
+    return _report(options, cfg, out, base, tuned, stats, result, started, encode_seconds)
+
+
+def _start_folder(options: RunOptions, out: Path, identity: dict) -> None:
     if options.resume:
         for leftover in remove_stale_temporaries(out):
             print(f"removed {leftover}, left by an interrupted write", flush=True)
     write_json(out / "run.json", identity)
+
+
+def _warn_shared_queries(options: RunOptions, train_data, eval_data) -> None:
     shared = set(train_data.qrels) & set(eval_data.qrels)
     if shared:
         print(
@@ -124,66 +150,86 @@ def _run_stages(
             f"{options.train_split} queries: their {options.eval_split} scores measure training, not retrieval",
             flush=True,
         )
+
+
+def _one_seed_and_one_length(options: RunOptions, model) -> tuple[TrainConfig, MiningOptions]:
+    """The training and mining options with one seed and one pair of length limits (the model's, where
+    shorter) for every stage."""
+    cfg = options.train
     max_q, max_p = stages.token_limits(model, cfg.query_max_tokens, cfg.passage_max_tokens)
-    mining = dataclasses.replace(
-        options.mining, seed=cfg.seed, query_max_tokens=max_q, passage_max_tokens=max_p
-    )  # one seed and one set of length limits for every stage
-    batch = mining.encode_batch_size
+    mining = dataclasses.replace(options.mining, seed=cfg.seed, query_max_tokens=max_q, passage_max_tokens=max_p)
     print(
         f"model: {options.model or clpft.models.DEFAULT_MODEL_NAME}; query/passage max tokens {max_q}/{max_p}",
         flush=True,
     )
+    return cfg, mining
 
-    # With --resume every stage whose output is already in RUN_DIR is read back instead of redone.
-    if options.resume and (out / "metrics.json").is_file() and (out / "model").is_dir():
-        report = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-        print(f"{out} is already finished", flush=True)
-        print(
-            format_table({"base": report["base"]["metrics"], "fine-tuned": report["finetuned"]["metrics"]}), flush=True
-        )
-        return report
-    base_file, train_file, stats_file = out / "base_metrics.json", out / "train.jsonl", out / "train.jsonl.stats.json"
-    resumed = options.resume and base_file.is_file() and train_file.is_file() and stats_file.is_file()
-    corpus_emb = None
-    encode_seconds = 0.0
-    if resumed:
+
+def _finished_report(out: Path) -> dict[str, Any] | None:
+    """A finished run's report (metrics.json beside its model), shown again; None when the run is unfinished."""
+    if not ((out / "metrics.json").is_file() and (out / "model").is_dir()):
+        return None
+    report = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    print(f"{out} is already finished", flush=True)
+    print(format_table({"base": report["base"]["metrics"], "fine-tuned": report["finetuned"]["metrics"]}), flush=True)
+    return report
+
+
+def _base_evaluation(options: RunOptions, out: Path, model, eval_data, mining: MiningOptions, show: bool):
+    """(the untouched model's test metrics, its corpus embeddings or None when read back, seconds encoding)."""
+    base_file = out / "base_metrics.json"
+    if options.resume and base_file.is_file() and (out / "train.jsonl.stats.json").is_file():
         base = json.loads(base_file.read_text(encoding="utf-8"))
-        examples, stats = stages.read_mined(train_file)
-        print(f"resuming {out}: base metrics and {len(examples)} mined queries read back", flush=True)
+        print(f"resuming {out}: base metrics read back", flush=True)
+        corpus_emb, encode_seconds = None, 0.0
     else:
         # The base model's corpus embeddings serve both mining and the "before" evaluation.
-        t = time.perf_counter()
+        started = time.perf_counter()
         with stages.exact_precision():  # the base model's test evaluation reads it
-            corpus_emb = encode_corpus(model, eval_data, max_p, batch, show)
-        encode_seconds = time.perf_counter() - t
+            corpus_emb = encode_corpus(model, eval_data, mining.passage_max_tokens, mining.encode_batch_size, show)
+        encode_seconds = time.perf_counter() - started
         base = stages.evaluate(
             model,
             eval_data,
             top_k=options.top_k,
-            query_max_tokens=max_q,
-            passage_max_tokens=max_p,
-            encode_batch_size=batch,
+            query_max_tokens=mining.query_max_tokens,
+            passage_max_tokens=mining.passage_max_tokens,
+            encode_batch_size=mining.encode_batch_size,
             corpus_embeddings=corpus_emb,
             show_progress=show,
             out=base_file,
         )
     print(f"base model on {options.eval_split}: nDCG@10 {base['metrics']['ndcg@10']:.4f}", flush=True)
-    if not resumed:
+    return base, corpus_emb, encode_seconds
+
+
+def _mined(options: RunOptions, out: Path, model, train_data, mining: MiningOptions, corpus_emb, show: bool):
+    """(training rows, mining statistics): mined with the untouched model, or read back."""
+    train_file, stats_file = out / "train.jsonl", out / "train.jsonl.stats.json"
+    if options.resume and train_file.is_file() and stats_file.is_file():
+        examples, stats = stages.read_mined(train_file)
+        print(f"resuming {out}: {len(examples)} mined queries read back", flush=True)
+    else:
         examples, stats = stages.mine(
             model, train_data, mining, train_file, corpus_embeddings=corpus_emb, show_progress=show
         )
     print(stats.summary(), flush=True)
+    return examples, stats
 
-    checkpoints = stages.checkpoints_of(out / "model")
-    # resume_checkpoint names (and removes) checkpoints a crash left half-written.
-    has_checkpoint = options.resume and checkpoints.is_dir() and resume_checkpoint(checkpoints) is not None
-    cfg = dataclasses.replace(cfg, checkpoint_dir=str(checkpoints), resume=options.resume and has_checkpoint)
-    trained = out / "model" / "training.json"  # saved with the model, in the same atomic step
-    if options.resume and trained.is_file():
+
+def _trained(options: RunOptions, out: Path, model, examples, cfg: TrainConfig, train_data, show: bool):
+    """(the fine-tuned model, its TrainResult, the config it trained with): trained (continuing from a
+    checkpoint with --resume), or read back when it is already saved."""
+    model_dir = out / "model"
+    checkpoints = stages.checkpoints_of(model_dir)
+    identity = stages.training_identity(cfg, out / "train.jsonl", options.model or clpft.models.DEFAULT_MODEL_NAME)
+    state = stages.training_state(model_dir, identity, options.resume)
+    cfg = dataclasses.replace(cfg, checkpoint_dir=str(checkpoints), resume=state == "checkpoint")
+    if state == "finished":
         print(f"resuming {out}: the fine-tuned model is already saved; evaluating it", flush=True)
-        model = load_model(out / "model")
-        saved = json.loads(trained.read_text(encoding="utf-8"))
+        saved = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
         result = TrainResult(**{f.name: saved[f.name] for f in dataclasses.fields(TrainResult) if f.name in saved})
+        model = load_model(model_dir)
     else:
         # With a validation split, its queries rank the whole training corpus, as the test will.
         val_corpus = {d: doc.full_text for d, doc in train_data.corpus.items()} if cfg.val_fraction else None
@@ -191,26 +237,17 @@ def _run_stages(
             model,
             examples,
             cfg,
-            out / "model",
+            model_dir,
             base_model=options.model or clpft.models.DEFAULT_MODEL_NAME,
             source=str(options.data),
             val_corpus=val_corpus,
             overwrite=True,
             show_progress=show,
-            train_file=train_file,
+            train_file=out / "train.jsonl",
+            card=False,  # the run writes the card once, with the test metrics (_report)
         )
     remove_all(checkpoints)  # the finished model replaces them
-    tuned = stages.evaluate(
-        model,
-        eval_data,
-        top_k=options.top_k,
-        query_max_tokens=max_q,
-        passage_max_tokens=max_p,
-        encode_batch_size=batch,
-        show_progress=show,
-    )
-    kill_point("run.evaluated")
-    return _report(options, cfg, out, base, tuned, stats, result, started, encode_seconds)
+    return model, result, cfg
 
 
 def _data_files(options: RunOptions) -> list[Path]:

@@ -143,6 +143,34 @@ def training_identity(config: Any, train_file: str | Path | None, base_model: st
     return json.loads(json.dumps(identity, default=str))
 
 
+def training_state(model_dir: Path, identity: dict[str, Any], resume: bool) -> str:
+    """Where a training into ``model_dir`` stands: "finished" (the model is saved), "checkpoint" (with --resume,
+    a complete checkpoint to continue from) or "start". With --resume, a folder trained, or checkpointed, on
+    other inputs is refused in one line. Shared by ``clpft train --resume`` and ``clpft run --resume``."""
+    from clpft.training import resume_checkpoint
+
+    if not resume:
+        return "start"
+    saved, recorded = model_dir / "training.json", checkpoints_of(model_dir) / IDENTITY_FILE
+    if saved.is_file():
+        refuse_other_inputs(model_dir, "was trained", identity, json.loads(saved.read_text()).get("identity"))
+        return "finished"
+    if recorded.is_file():
+        refuse_other_inputs(model_dir, "has checkpoints trained", identity, json.loads(recorded.read_text()))
+    checkpoints = checkpoints_of(model_dir)
+    # resume_checkpoint names (and removes) checkpoints a crash left half-written
+    return "checkpoint" if checkpoints.is_dir() and resume_checkpoint(checkpoints) is not None else "start"
+
+
+def refuse_other_inputs(out: Path, what: str, identity: dict[str, Any], before: dict[str, Any] | None) -> None:
+    changed = identity_changes(identity, before)
+    if changed:
+        raise ClpftError(
+            f"{out} {what} on other inputs (they differ in {', '.join(changed)}); pass --overwrite to replace "
+            "it, or the same --train and options to continue it"
+        )
+
+
 def identity_changes(now: dict[str, Any], before: dict[str, Any] | None) -> list[str]:
     """The keys whose values differ (every key when ``before`` is missing: a model from an older clpft)."""
     if before is None:
@@ -164,9 +192,11 @@ def train(
     metrics: tuple[dict[str, float], dict[str, float]] | None = None,
     eval_split: str | None = None,
     train_file: str | Path | None = None,
+    card: bool = True,
 ):
     """Fine-tune ``model`` on ``examples`` as ``config`` says and save it to ``out`` with training.json,
-    the model card's clpft section and training_loss.png, all in one atomic step; returns the TrainResult.
+    the model card's clpft section (unless ``card`` is False: ``clpft run`` writes it once, with the test
+    metrics) and training_loss.png, all in one atomic step; returns the TrainResult.
     Checkpoints (``config.save_steps``) go to ``checkpoints_of(out)``, removed once the model is saved."""
     import os
 
@@ -197,7 +227,8 @@ def train(
                 "identity": identity,
             },
         )
-        add_to_model_card(folder, card_section(base_model, dataclasses.asdict(config), source, metrics, eval_split))
+        if card:
+            add_to_model_card(folder, card_section(base_model, dataclasses.asdict(config), source, metrics, eval_split))
         plot_loss(result.loss_history, folder / "training_loss.png", result.val_history)
 
     save_model(model, out, overwrite=overwrite, extras=extras)
