@@ -423,3 +423,21 @@ def test_run_is_mine_then_train_then_eval(tiny_model_dir, tiny_beir, tmp_path):
         assert (run / "model" / name).is_file() and (alone / "model" / name).is_file()
     tuned = json.loads((run / "metrics.json").read_text())["finetuned"]["metrics"]
     assert tuned == json.loads((alone / "m.json").read_text())["metrics"]
+
+
+def test_every_choice_is_checked_where_it_is_declared_for_the_python_api_too():
+    """A Literal field holds one of its values, or the dataclass refuses it in one line naming the flag."""
+    import typing
+
+    from clpft.errors import ClpftError
+    from clpft.options import MiningOptions, TrainConfig, choices_of
+
+    checked = 0
+    for cls in (TrainConfig, MiningOptions):
+        for name, kind in typing.get_type_hints(cls).items():
+            if not choices_of(kind):
+                continue
+            with pytest.raises(ClpftError, match=r"must be one of .*, got 'bogus'$"):
+                cls(**{name: "bogus"})
+            checked += 1
+    assert checked >= 6  # loss, moe, train_only, precision, select, strategy

@@ -307,6 +307,7 @@ class TrainConfig:
         for name, value in preset_values(self.preset, self.train_only).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        check_choices(self)
         if not merge_given and self.merge == "auto" and not (self.guard and self.val_fraction > 0):
             self.merge = "none"  # the preset's auto needs the validation split the run turned off
         check_ranges(self.__dict__)
@@ -352,6 +353,20 @@ class MiningOptions:
     passage_max_tokens: int = 512
     encode_batch_size: int = option(64, "batch size when encoding", group="common", range=COUNT)
     query_sources: Any = None  # clpft.ownqueries.QuerySources; None: the qrels only
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+
+
+def check_choices(options: Any) -> None:
+    """Every field declared with ``Literal[...]`` holds one of its values (None allowed where the type says
+    so): the one place choices are checked, for the command line and the Python API alike."""
+    for name, kind in typing.get_type_hints(type(options)).items():
+        choices = choices_of(kind)
+        value = getattr(options, name, None)
+        if choices and value is not None and value not in choices:
+            flag = FLAG_OF_FIELD.get(name, name).replace("_", "-")
+            raise ClpftError(f"--{flag} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
 
 def cli_fields(cls: type, groups: tuple[str, ...] | None = None) -> list[dataclasses.Field]:

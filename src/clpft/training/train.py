@@ -30,7 +30,7 @@ from clpft.errors import ClpftError
 from clpft.losses import CachedCLPLoss, CLPLoss, InfoNCELoss
 from clpft.moe.modeling_clpft_moe import MoELinear
 from clpft.moe.preparation import prepare_model
-from clpft.options import PRECISIONS, TrainConfig, parse_grid
+from clpft.options import TrainConfig, parse_grid
 from clpft.precision import autocast
 from clpft.precision import resolve as resolve_precision
 from clpft.training import trainer as trainer_module
@@ -165,11 +165,8 @@ def train_model(
 
 
 def check_config(config: TrainConfig) -> None:
-    """The combinations of options that TrainConfig's own checks cannot see alone (the machine, MoE and lr)."""
-    if config.moe not in ("none", "intermediate", "output"):
-        raise ClpftError(f"--moe must be none, intermediate or output, got {config.moe!r}")
-    if config.precision not in PRECISIONS:
-        raise ClpftError(f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
+    """What TrainConfig's own checks cannot see alone: the machine, MoE beside its learning rate, checkpoints."""
+    # (the choices of --moe, --precision, --loss ... are TrainConfig's own check: clpft.options.check_choices)
     if config.precision == "fp16" and not torch.cuda.is_available():
         raise ClpftError("--precision fp16 needs a CUDA GPU (use bf16 on a CPU)")
     if config.moe_learning_rate is not None and (config.moe == "none" or config.train_only != "all"):
