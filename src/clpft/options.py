@@ -69,13 +69,9 @@ RANGES: dict[str, Range] = {
     # lengths, encoding, retrieval
     "top_k": COUNT,
     "seeds": COUNT,
-    # the negatives' own queries
-    "queries_per_negative": COUNT,
+    # `clpft synth`
     "queries_per_doc": COUNT,
     "max_docs": COUNT,
-    "llm_concurrency": COUNT,
-    "llm_timeout": POSITIVE,
-    "max_llm_calls": NON_NEGATIVE_COUNT,
     # TrainConfig's Python-only fields
     "logging_steps": NON_NEGATIVE_COUNT,
 }
@@ -89,7 +85,7 @@ def ranges() -> dict[str, Range]:
     """Every option's range, by field name: ``RANGES`` and the ones declared with the options."""
     declared = {
         f.name: f.metadata["range"]
-        for cls in (TrainConfig, MiningOptions)
+        for cls in (TrainConfig, MiningOptions, QuerySources)
         for f in dataclasses.fields(cls)
         if f.metadata.get("range") is not None  # MiningOptions' seed and lengths are TrainConfig's options
     }
@@ -367,6 +363,38 @@ def check_choices(options: Any) -> None:
         if choices and value is not None and value not in choices:
             flag = FLAG_OF_FIELD.get(name, name).replace("_", "-")
             raise ClpftError(f"--{flag} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+@dataclass
+class QuerySources:
+    """Where the negatives' own queries come from (clpft.ownqueries): the backends tried in order, and the
+    generators' settings. The fields declared with ``option`` are `clpft mine` / `run` / `synth` flags (the
+    generators' in the group "generation", the negatives' own in "own-queries"); ``backends`` and
+    ``cache_path`` come from ``--neg-queries`` / ``--neg-queries-cache`` (``--backends`` / ``--cache`` for
+    `clpft synth`), which are text forms of them."""
+
+    backends: list[str] = field(default_factory=lambda: ["qrels"])
+    queries_per_negative: int = option(
+        1, "later backends are tried for negatives with fewer queries than this", group="own-queries", range=COUNT
+    )
+    cache_path: str | None = None
+    llm_base_url: str | None = option(
+        None,
+        "OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 (key from CLPFT_API_KEY or OPENAI_API_KEY)",
+        group="generation",
+    )
+    llm_model: str | None = option(None, "model name sent to the endpoint", group="generation")
+    llm_prompt: str | None = option(
+        None, "prompt template file with {document} and {n} (default: built in)", group="generation"
+    )
+    llm_concurrency: int = option(4, "requests in flight at once", group="generation", range=COUNT)
+    llm_timeout: float = option(60.0, "seconds per request", group="generation", range=POSITIVE)
+    llm_max_retries: int = 4
+    max_llm_calls: int | None = option(
+        None, "hard cap on HTTP calls, retries included", group="generation", range=NON_NEGATIVE_COUNT
+    )
+    doc2query_model: str | None = option(None, "local seq2seq (T5 doc2query) model folder", group="generation")
+    seed: int = 42
 
 
 def cli_fields(cls: type, groups: tuple[str, ...] | None = None) -> list[dataclasses.Field]:

@@ -78,8 +78,12 @@ class _LastLine(io.TextIOBase):
         return len(text)
 
 
-# `clpft mine` options that only decide the negatives' own queries (the negatives do not depend on them).
-OWN_QUERY_OPTIONS = ("neg_queries", "queries_per_negative", "llm_", "max_llm_calls", "doc2query_")
+def own_query_options() -> set[str]:
+    """`clpft mine` options that only decide the negatives' own queries (the negatives do not depend on them):
+    QuerySources' declared options and the text forms of its backends and cache."""
+    from clpft.options import QuerySources, cli_fields
+
+    return {f.name for f in cli_fields(QuerySources)} | {"neg_queries", "neg_queries_cache"}
 
 
 def _mine_options(mine_args: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -91,7 +95,7 @@ def _mine_options(mine_args: list[str]) -> tuple[dict[str, Any], dict[str, Any]]
     options = {
         k: v for k, v in options.items() if k not in ("data", "out", "command", "quiet", "config") and not callable(v)
     }
-    own_queries = {k: v for k, v in options.items() if k.startswith(OWN_QUERY_OPTIONS)}
+    own_queries = {k: v for k, v in options.items() if k in own_query_options()}
     return {k: v for k, v in options.items() if k not in own_queries}, own_queries
 
 

@@ -49,10 +49,13 @@ def _add_mining(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_generation(parser: argparse.ArgumentParser, for_synth: bool = False) -> None:
+    from clpft.options import QuerySources
+
     group = parser.add_argument_group(
         "generated queries (LLM, doc2query, extractive)" if for_synth else "negatives' own queries"
     )
     if not for_synth:
+        # the text forms of QuerySources.backends and .cache_path (`clpft synth` has its own: --backends, --cache)
         group.add_argument(
             "--neg-queries",
             default="qrels",
@@ -60,27 +63,10 @@ def _add_generation(parser: argparse.ArgumentParser, for_synth: bool = False) ->
             "or none (qrels: the training split only)",
         )
         group.add_argument(
-            "--queries-per-negative",
-            type=int,
-            default=1,
-            help="later backends are tried for negatives with fewer queries than this",
-        )
-        group.add_argument(
             "--neg-queries-cache", default=None, help="SQLite cache of generated queries (default: beside the output)"
         )
-    group.add_argument(
-        "--llm-base-url",
-        default=None,
-        help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 (key from CLPFT_API_KEY or OPENAI_API_KEY)",
-    )
-    group.add_argument("--llm-model", default=None, help="model name sent to the endpoint")
-    group.add_argument(
-        "--llm-prompt", default=None, help="prompt template file with {document} and {n} (default: built in)"
-    )
-    group.add_argument("--llm-concurrency", type=int, default=4, help="requests in flight at once")
-    group.add_argument("--llm-timeout", type=float, default=60.0, help="seconds per request")
-    group.add_argument("--max-llm-calls", type=int, default=None, help="hard cap on HTTP calls, retries included")
-    group.add_argument("--doc2query-model", default=None, help="local seq2seq (T5 doc2query) model folder")
+        add_options(group, QuerySources, ("own-queries",))
+    add_options(group, QuerySources, ("generation",))
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -2,8 +2,8 @@
 ``TrainConfig``, ``MiningOptions``, ``QuerySources``, and the options ``clpft ablation`` passes on.
 
 Every option declared on a dataclass (``clpft.options.option``) reaches its field by its own name, so the
-functions here copy nothing by hand; the generator options (declared in ``clpft.cli.parser``) build
-``QuerySources``.
+functions here copy nothing by hand; ``--neg-queries`` and ``--neg-queries-cache`` are the text forms of
+``QuerySources.backends`` and ``.cache_path``.
 """
 
 from __future__ import annotations
@@ -31,21 +31,12 @@ def mining_options(args: argparse.Namespace, cache: str):
 
 
 def generator_settings(args: argparse.Namespace, backends: list[str], cache: str | None, per_doc: int):
-    from clpft.ownqueries import QuerySources
+    """The QuerySources the parsed options ask for: every option it declares, by its field name."""
+    from clpft.options import QuerySources, cli_fields
 
-    return QuerySources(
-        backends=backends,
-        queries_per_negative=per_doc,
-        cache_path=cache,
-        llm_base_url=args.llm_base_url,
-        llm_model=args.llm_model,
-        llm_prompt=args.llm_prompt,
-        llm_concurrency=args.llm_concurrency,
-        llm_timeout=args.llm_timeout,
-        max_llm_calls=args.max_llm_calls,
-        doc2query_model=args.doc2query_model,
-        seed=args.seed,
-    )
+    declared = {f.name: getattr(args, f.name) for f in cli_fields(QuerySources) if hasattr(args, f.name)}
+    declared["queries_per_negative"] = per_doc
+    return QuerySources(backends=backends, cache_path=cache, seed=args.seed, **declared)
 
 
 def own_query_settings(args: argparse.Namespace, default_cache: str):
@@ -56,23 +47,11 @@ def own_query_settings(args: argparse.Namespace, default_cache: str):
     )
 
 
-# The negatives' own-query generator options `clpft ablation` passes to `clpft mine` (declared by hand in
-# _add_generation: they configure clpft.ownqueries, not a dataclass of options).
-_GENERATION_PASSTHROUGH = [
-    ("--neg-queries", str, ("mine",), "where negatives' queries come from", None),
-    ("--queries-per-negative", int, ("mine",), "queries wanted per negative", None),
-    ("--llm-base-url", str, ("mine",), "OpenAI-compatible endpoint", None),
-    ("--llm-model", str, ("mine",), "LLM model name", None),
-    ("--max-llm-calls", int, ("mine",), "cap on LLM calls", None),
-    ("--doc2query-model", str, ("mine",), "doc2query model folder", None),
-]
-
-
 def ablation_passthrough() -> list[tuple]:
     """Options `clpft ablation` passes on unchanged, as (flag, type, subcommands, help, choices): every
     declared mining, training and encoding option (clpft.options.option) except the booleans, the seed
     (the ablation has its own seeds) and what a ladder row sets itself (``ablation=False``)."""
-    from clpft.options import MiningOptions, TrainConfig, choices_of, cli_fields
+    from clpft.options import MiningOptions, QuerySources, TrainConfig, choices_of, cli_fields
 
     def entries(cls, groups, where):
         for f in cli_fields(cls, groups):
@@ -85,7 +64,8 @@ def ablation_passthrough() -> list[tuple]:
     return [
         *entries(MiningOptions, ("mining", "sampling"), ("mine",)),
         *entries(TrainConfig, ("negatives",), ("mine", "train")),
-        *_GENERATION_PASSTHROUGH,
+        ("--neg-queries", str, ("mine",), "where negatives' queries come from", None),
+        *entries(QuerySources, ("own-queries", "generation"), ("mine",)),
         *entries(TrainConfig, ("training",), ("train",)),
         *entries(TrainConfig, ("common",), ("mine", "train", "eval")),
         *entries(MiningOptions, ("common",), ("mine", "train", "eval")),

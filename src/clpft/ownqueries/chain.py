@@ -4,31 +4,15 @@ negatives that still have fewer than ``queries_per_negative``; every answer goes
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 from clpft.data.beir import Dataset, Document
 from clpft.data.trainset import TrainExample
 from clpft.errors import ClpftError
+from clpft.options import QuerySources  # declared with the other options
 from clpft.ownqueries.base import GenerationSummary, QueryGenerator
 from clpft.ownqueries.cache import QueryCache
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class QuerySources:
-    backends: list[str] = field(default_factory=lambda: ["qrels"])
-    queries_per_negative: int = 1
-    cache_path: str | None = None
-    llm_base_url: str | None = None
-    llm_model: str | None = None
-    llm_prompt: str | None = None
-    llm_concurrency: int = 4
-    llm_timeout: float = 60.0
-    llm_max_retries: int = 4
-    max_llm_calls: int | None = None
-    doc2query_model: str | None = None
-    seed: int = 42
 
 
 def make_generator(name: str, settings: QuerySources) -> QueryGenerator:
