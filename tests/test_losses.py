@@ -146,7 +146,7 @@ def test_cached_clp_gradients_equal_clp(tiny_model, penalty_weight):
             ]
         )
     ]
-    collator = CLPDataCollator.for_model(tiny_model, with_negative_queries=penalty_weight > 0)
+    collator = CLPDataCollator.for_model(tiny_model, with_own_queries=penalty_weight > 0)
 
     def features():
         batch = collator(rows)

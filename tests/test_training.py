@@ -65,7 +65,7 @@ def test_collator_maps_each_negative_to_its_queries(tiny_model):
         "negative_2_input_ids",
         "own_queries_input_ids",
     ]
-    plain = CLPDataCollator.for_model(tiny_model, with_negative_queries=False)(rows)
+    plain = CLPDataCollator.for_model(tiny_model, with_own_queries=False)(rows)
     assert "own_queries_input_ids" not in plain and (plain["label"] == -1).all()
 
 

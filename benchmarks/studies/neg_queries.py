@@ -23,7 +23,7 @@ import clpft
 from clpft.data import load_dataset
 from clpft.evaluation import encode_corpus, evaluate_model
 from clpft.mining import mine_negatives
-from clpft.ownqueries import QuerySources, fill_negative_queries
+from clpft.ownqueries import QuerySources, fill_own_queries
 from clpft.training import TrainConfig, train_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -52,7 +52,7 @@ def main() -> int:
         corpus_embeddings=corpus_emb,
     )
     topped = copy.deepcopy(qrels_only)
-    summaries = fill_negative_queries(topped, train, QuerySources(backends=["qrels", "extractive"]))
+    summaries = fill_own_queries(topped, train, QuerySources(backends=["qrels", "extractive"]))
     with_queries = sum(1 for e in topped for qs in e.own_queries if qs)
 
     rows = {}

@@ -40,7 +40,7 @@ class CachedCLPLoss(CachedLossMixin, CLPLoss):
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None) -> Tensor:
         features = list(sentence_features)
         num_negatives = labels.shape[1] if labels is not None and labels.dim() == 3 else len(features) - 2
-        if not self.uses_negative_queries:
+        if not self.uses_own_queries:
             features = features[: 2 + num_negatives]
         self._num_columns = 2 + num_negatives
         return self.forward_cached(features, labels)

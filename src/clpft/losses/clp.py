@@ -110,7 +110,7 @@ class CLPLoss(nn.Module):
         self.last_terms: dict[str, Tensor] = {}  # the last batch's InfoNCE and penalty, detached, for logging
 
     @property
-    def uses_negative_queries(self) -> bool:
+    def uses_own_queries(self) -> bool:
         return self.penalty_weight > 0
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None) -> Tensor:
@@ -119,7 +119,7 @@ class CLPLoss(nn.Module):
         columns = features[: 2 + num_negatives]
         embeddings = embed_columns(self.model, columns)
         own_query_embeddings = None
-        if len(features) > 2 + num_negatives and self.uses_negative_queries:
+        if len(features) > 2 + num_negatives and self.uses_own_queries:
             own_query_embeddings = self.model(features[2 + num_negatives])["sentence_embedding"]
         return self.compute_loss_from_embeddings(embeddings, own_query_embeddings, labels)
 
@@ -128,7 +128,7 @@ class CLPLoss(nn.Module):
     ) -> Tensor:
         """``embeddings`` = [queries (B, d), positives (B, d), negatives_1 (B, d), ..., negatives_k (B, d)]."""
         contrastive = self.infonce(embeddings)
-        if not self.uses_negative_queries:
+        if not self.uses_own_queries:
             return contrastive
         penalty = self.penalty(embeddings[2:], own_query_embeddings, labels)
         self.last_terms = {"infonce": contrastive.detach(), "penalty": penalty.detach()}

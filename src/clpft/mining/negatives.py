@@ -23,7 +23,7 @@ from clpft.errors import ClpftError
 from clpft.faults import kill_point
 from clpft.mining.encode import encode_texts
 from clpft.mining.search import exact_search
-from clpft.ownqueries.chain import QuerySources, fill_negative_queries
+from clpft.ownqueries.chain import QuerySources, fill_own_queries
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ def mine_negatives(
                 own_query_sources=["qrels" if qs else "none" for qs in own_queries],
             )
         )
-    summaries = fill_negative_queries(examples, dataset, settings)
+    summaries = fill_own_queries(examples, dataset, settings)
     total = sum(len(e.neg) for e in examples)
     with_queries = sum(1 for e in examples for qs in e.own_queries if qs)
     sources = Counter(part for e in examples for source in (e.own_query_sources or []) for part in source.split("+"))

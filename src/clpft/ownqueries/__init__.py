@@ -14,14 +14,14 @@ precision).
 
 from clpft.ownqueries.base import GenerationSummary, QueryGenerator, parse_backends
 from clpft.ownqueries.cache import QueryCache
-from clpft.ownqueries.chain import QuerySources, fill_negative_queries, make_generator
+from clpft.ownqueries.chain import QuerySources, fill_own_queries, make_generator
 
 __all__ = [
     "GenerationSummary",
     "QuerySources",
     "QueryCache",
     "QueryGenerator",
-    "fill_negative_queries",
+    "fill_own_queries",
     "make_generator",
     "parse_backends",
 ]

@@ -62,9 +62,7 @@ def generate_cached(
     return results
 
 
-def fill_negative_queries(
-    examples: list[TrainExample], dataset: Dataset, settings: QuerySources
-) -> list[GenerationSummary]:
+def fill_own_queries(examples: list[TrainExample], dataset: Dataset, settings: QuerySources) -> list[GenerationSummary]:
     """Top up ``own_queries`` of every example in place with the non-qrels backends, recording provenance
     in ``own_query_sources`` ("qrels", "llm", "qrels+extractive", ..., "none")."""
     wanted = settings.queries_per_negative

@@ -79,7 +79,7 @@ class CLPDataCollator:
     passage_max_tokens: int | None = None
     query_prompt: str | None = None
     passage_prompt: str | None = None
-    with_negative_queries: bool = True
+    with_own_queries: bool = True
     max_queries_per_negative: int = 8
     seed: int = 42
     valid_label_columns: list[str] = field(default_factory=list)  # read by the trainer
@@ -99,7 +99,7 @@ class CLPDataCollator:
         model: SentenceTransformer,
         query_max_tokens: int | None = 128,
         passage_max_tokens: int | None = 512,
-        with_negative_queries: bool = True,
+        with_own_queries: bool = True,
         max_queries_per_negative: int = 8,
         seed: int = 42,
     ) -> CLPDataCollator:
@@ -114,7 +114,7 @@ class CLPDataCollator:
             query_prompt=prompts.get("query"),
             # the names sentence-transformers' encode_document looks for, in its order
             passage_prompt=prompts.get("document") or prompts.get("passage") or prompts.get("corpus"),
-            with_negative_queries=with_negative_queries,
+            with_own_queries=with_own_queries,
             max_queries_per_negative=max_queries_per_negative,
             seed=seed,
         )
@@ -143,7 +143,7 @@ class CLPDataCollator:
             per_negative = []
             for queries in (f.get(OWN_QUERIES) or [[] for _ in negative_columns])[: len(negative_columns)]:
                 ids = []
-                if self.with_negative_queries:
+                if self.with_own_queries:
                     for text in queries[: self.max_queries_per_negative]:
                         ids.append(rows.setdefault(text, len(rows)))
                 per_negative.append(ids)

@@ -119,9 +119,7 @@ def train_model(
     with contextlib.ExitStack() as stack:
         scratch = config.checkpoint_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="clpft-trainer-"))
         plan = (
-            evaluation_plan(
-                model, evaluator, parts.dataset, config, parts.total_steps, parts.collator.with_negative_queries
-            )
+            evaluation_plan(model, evaluator, parts.dataset, config, parts.total_steps, parts.collator.with_own_queries)
             if evaluator is not None and not config.eval_steps
             else {}
         )
@@ -213,7 +211,7 @@ def training_parts(model: SentenceTransformer, rows: list[TrainExample], config:
         model,
         config.query_max_tokens,
         config.passage_max_tokens,
-        with_negative_queries=getattr(loss, "uses_negative_queries", False),
+        with_own_queries=getattr(loss, "uses_own_queries", False),
         max_queries_per_negative=config.max_queries_per_negative,
         seed=config.seed,
     )
