@@ -67,7 +67,6 @@ SEED = Range(0, 2**32 - 1, integer=True)  # numpy's seed range
 # (``option(..., range=...)``), and ``ranges()`` holds both.
 RANGES: dict[str, Range] = {
     # lengths, encoding, retrieval
-    "top_k": COUNT,
     "seeds": COUNT,
     # `clpft synth`
     "queries_per_doc": COUNT,
@@ -85,7 +84,7 @@ def ranges() -> dict[str, Range]:
     """Every option's range, by field name: ``RANGES`` and the ones declared with the options."""
     declared = {
         f.name: f.metadata["range"]
-        for cls in (TrainConfig, MiningOptions, QuerySources)
+        for cls in (TrainConfig, MiningOptions, QuerySources, SplitOptions)
         for f in dataclasses.fields(cls)
         if f.metadata.get("range") is not None  # MiningOptions' seed and lengths are TrainConfig's options
     }
@@ -363,6 +362,22 @@ def check_choices(options: Any) -> None:
         if choices and value is not None and value not in choices:
             flag = FLAG_OF_FIELD.get(name, name).replace("_", "-")
             raise ClpftError(f"--{flag} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+@dataclass(kw_only=True)
+class SplitOptions:
+    """Which qrels splits a run trains and is tested on, and how deep it retrieves: the fields `clpft run`
+    and `clpft ablation` share (RunOptions and AblationOptions extend this), ``top_k`` `clpft eval`'s too."""
+
+    train_split: str = option("train", "qrels split to mine and train on", group="splits")
+    eval_split: str = option("test", "qrels split to evaluate on", group="splits")
+    # the metrics go down to recall@100, which a shorter ranking would report under a wrong name
+    top_k: int = option(
+        100,
+        "documents retrieved per query (at least 100: recall@100)",
+        group="retrieval",
+        range=Range(100, integer=True),
+    )
 
 
 @dataclass

@@ -29,18 +29,17 @@ from clpft.errors import ClpftError
 from clpft.faults import kill_point
 from clpft.files import write_json, write_text
 from clpft.manifest import sha256_of
+from clpft.options import SplitOptions
 from clpft.presets import preset_values
 
 
 @dataclasses.dataclass
-class AblationOptions:
+class AblationOptions(SplitOptions):
     data: str
     out: str
     rows: list[str] = dataclasses.field(default_factory=lambda: list(ROWS))
     seeds: int = 1
     model: str | None = None
-    train_split: str = "train"
-    eval_split: str = "test"
     mine_args: list[str] = dataclasses.field(default_factory=list)  # passed to `clpft mine`
     train_args: list[str] = dataclasses.field(default_factory=list)  # passed to `clpft train`
     eval_args: list[str] = dataclasses.field(default_factory=list)  # passed to `clpft eval`

@@ -135,20 +135,9 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
     add_options(group, TrainConfig, ("training",))
 
 
-def _top_k(text: str) -> int:
-    """--top-k: the metrics go down to recall@100, which a shorter ranking would report under a wrong name."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 100:
-        raise argparse.ArgumentTypeError(f"must be at least 100 (the metrics include recall@100), got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     from clpft import __version__
-    from clpft.options import MiningOptions, TrainConfig
+    from clpft.options import MiningOptions, SplitOptions, TrainConfig
 
     defaults = TrainConfig()
     formatter = _HelpFormatter
@@ -218,9 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", help="qrels split to evaluate on")
     _add_model(evaluate)
     evaluate.add_argument("--out", default=None, help="metrics JSON file to write (mean and per-query values)")
-    evaluate.add_argument(
-        "--top-k", type=_top_k, default=100, help="documents retrieved per query (at least 100: recall@100)"
-    )
+    add_options(evaluate, SplitOptions, ("retrieval",))
     _add_common(evaluate)
 
     run = commands.add_parser(
@@ -233,11 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data", required=True, help="BEIR-layout dataset folder")
     run.add_argument("--out", required=True, help="run folder to write")
     _add_model(run)
-    run.add_argument("--train-split", default="train", help="qrels split to mine and train on")
-    run.add_argument("--eval-split", default="test", help="qrels split to evaluate on")
-    run.add_argument(
-        "--top-k", type=_top_k, default=100, help="documents retrieved per query (at least 100: recall@100)"
-    )
+    add_options(run, SplitOptions, ("splits", "retrieval"))
     _add_mining(run)
     _add_generation(run)
     _add_training(run)
@@ -278,8 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablation.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows to run")
     ablation.add_argument("--seeds", type=int, default=1, help="training seeds per row (mean ± std)")
     ablation.add_argument("--seed", type=int, default=defaults.seed, help="first seed; seeds are seed, seed+1, ...")
-    ablation.add_argument("--train-split", default="train", help="qrels split to mine and train on")
-    ablation.add_argument("--eval-split", default="test", help="qrels split to evaluate on")
+    add_options(ablation, SplitOptions, ("splits",))
     budget = ablation.add_argument_group("budget, the same for every row (unset: each subcommand's default)")
     from clpft.cli.settings import ablation_passthrough
 

@@ -28,7 +28,7 @@ from clpft.files import remove_stale_temporaries, write_json
 from clpft.manifest import build_manifest, sha256_of
 from clpft.models import load_model
 from clpft.moe.preparation import check_preparable
-from clpft.options import MiningOptions
+from clpft.options import MiningOptions, SplitOptions
 from clpft.training import TrainConfig, TrainResult
 from clpft.training.checkpoints import remove_all
 from clpft.training.runtime import peak_rss_mb
@@ -48,14 +48,11 @@ def format_table(columns: dict[str, dict[str, float]]) -> str:
 
 
 @dataclasses.dataclass
-class RunOptions:
+class RunOptions(SplitOptions):
     data: str
     out: str
     model: str | None = None
     trust_remote_code: bool = False
-    train_split: str = "train"
-    eval_split: str = "test"
-    top_k: int = 100
     overwrite: bool = False
     resume: bool = False
     quiet: bool = False
