@@ -158,8 +158,27 @@ def option(
     return field(default=default, metadata={"help": help, "group": group, "flag": flag, "range": range, **extra})
 
 
+@dataclass(kw_only=True)
+class SharedOptions:
+    """The options mining and training both read (one flag each, one field each): TrainConfig and
+    MiningOptions extend this, and `clpft run` gives both the same values."""
+
+    num_negatives: int = option(4, "negatives per query", group="negatives", range=COUNT)
+    query_max_tokens: int = option(
+        128, "query length limit in tokens (capped by the model's max_seq_length)", group="common", range=COUNT
+    )
+    passage_max_tokens: int = option(
+        512, "passage length limit in tokens (capped by the model's max_seq_length)", group="common", range=COUNT
+    )
+    seed: int = option(42, "random seed (sampling, shuffling, init)", group="common", range=SEED)
+
+    def shared(self) -> dict[str, Any]:
+        """These fields' values, to hand to the other options object (``dataclasses.replace``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(SharedOptions)}
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(SharedOptions):
     """Training settings. Fields left at None come from ``preset`` (clpft.presets): ``"clpft"`` (tuned
     defaults) or ``"paper"`` (Yu 2024); the learning rate and temperature also depend on ``train_only``.
 
@@ -192,13 +211,6 @@ class TrainConfig:
     epochs: float | None = option(None, "training epochs", preset=True, range=POSITIVE)
     batch_size: int | None = option(None, "queries per batch", preset=True, range=COUNT)
     grad_accum: int | None = option(None, "gradient accumulation steps", preset=True, range=COUNT)
-    num_negatives: int = option(4, "negatives per query", group="negatives", range=COUNT)
-    query_max_tokens: int = option(
-        128, "query length limit in tokens (capped by the model's max_seq_length)", group="common", range=COUNT
-    )
-    passage_max_tokens: int = option(
-        512, "passage length limit in tokens (capped by the model's max_seq_length)", group="common", range=COUNT
-    )
     penalty_weight: float | None = option(None, "CLP's lambda", preset=True, range=Range(0, 1))
     temperature: float | None = option(
         None, "tau of InfoNCE and CLP, by what --train-only trains", preset=True, range=POSITIVE
@@ -206,7 +218,6 @@ class TrainConfig:
     warmup_ratio: float | None = option(None, "share of steps with linear warm-up", preset=True, range=SHARE)
     max_queries_per_negative: int = option(8, "own queries of one negative used by the penalty", range=COUNT)
     weight_decay: float = option(0.0, "AdamW's decoupled weight decay", range=Range(0))
-    seed: int = option(42, "random seed (sampling, shuffling, init)", group="common", range=SEED)
     max_steps: int = option(
         -1,
         "stop after this many optimizer steps (-1: run all epochs)",
@@ -318,9 +329,9 @@ class TrainConfig:
 
 
 @dataclass(kw_only=True)
-class MiningOptions:
-    """How `clpft mine` (and the first stage of `clpft run`) builds the training set. The fields declared
-    with ``option`` are command-line flags; the others are ``TrainConfig``'s (one flag, both stages)."""
+class MiningOptions(SharedOptions):
+    """How `clpft mine` (and the first stage of `clpft run`) builds the training set: the fields declared
+    with ``option`` are command-line flags, and the shared ones (SharedOptions) are TrainConfig's flags too."""
 
     strategy: Literal["ance", "random"] = option(
         "ance",
@@ -328,7 +339,6 @@ class MiningOptions:
         group="mining",
         ablation=False,  # a ladder row says which negatives it trains on
     )
-    num_negatives: int = 4
     rank_from: int = option(
         0, "first rank (0-based) a negative may come from", group="mining", range=NON_NEGATIVE_COUNT
     )
@@ -343,9 +353,6 @@ class MiningOptions:
     max_train_queries: int | None = option(
         None, "use a seeded sample of this many training queries (quick runs)", group="sampling", range=COUNT
     )
-    seed: int = 42
-    query_max_tokens: int = 128
-    passage_max_tokens: int = 512
     encode_batch_size: int = option(64, "batch size when encoding", group="common", range=COUNT)
     query_sources: Any = None  # clpft.ownqueries.QuerySources; None: the qrels only
 
@@ -412,12 +419,16 @@ class QuerySources:
     seed: int = 42
 
 
-def cli_fields(cls: type, groups: tuple[str, ...] | None = None) -> list[dataclasses.Field]:
+def cli_fields(cls: type, groups: tuple[str, ...] | None = None, shared: bool = True) -> list[dataclasses.Field]:
     """The fields of ``cls`` that are command-line options (declared with ``option``), in order, each with
-    its resolved type in ``field.type``."""
+    its resolved type in ``field.type``; ``shared=False`` leaves out SharedOptions' (declare a flag once when
+    both TrainConfig's and MiningOptions' options are added)."""
     hints = typing.get_type_hints(cls)
+    skip = {f.name for f in dataclasses.fields(SharedOptions)} if not shared and cls is not SharedOptions else set()
     chosen = [
-        f for f in dataclasses.fields(cls) if "help" in f.metadata and (groups is None or f.metadata["group"] in groups)
+        f
+        for f in dataclasses.fields(cls)
+        if "help" in f.metadata and (groups is None or f.metadata["group"] in groups) and f.name not in skip
     ]
     for f in chosen:
         f.type = hints[f.name]

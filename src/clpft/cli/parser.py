@@ -35,7 +35,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group("lengths and encoding")
     add_options(group, TrainConfig, ("common",))
-    add_options(group, MiningOptions, ("common",))
+    add_options(group, MiningOptions, ("common",), shared=False)  # the shared lengths and seed: TrainConfig's
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings and results only")
 
@@ -98,13 +98,13 @@ def _preset_default(field: str) -> str:
     return f"(default: from --preset: {'; '.join(parts)})"
 
 
-def add_options(target, cls: type, groups: tuple[str, ...]) -> None:
+def add_options(target, cls: type, groups: tuple[str, ...], shared: bool = True) -> None:
     """Add the options ``cls`` declares (``clpft.options.option`` fields of these groups) to ``target``
     (a parser or an argument group): flag, type, choices, default and help all come from the field, so an
-    option is declared once."""
+    option is declared once. ``shared=False``: without SharedOptions' fields (added with the other class)."""
     from clpft.options import choices_of, cli_fields
 
-    for f in cli_fields(cls, groups):
+    for f in cli_fields(cls, groups, shared):
         meta = f.metadata
         flag = meta["flag"] or "--" + f.name.replace("_", "-")
         text = meta["help"] + (" " + _preset_default(f.name) if meta.get("preset") else "")

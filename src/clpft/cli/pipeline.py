@@ -154,7 +154,8 @@ def _one_seed_and_one_length(options: RunOptions, model) -> tuple[TrainConfig, M
     shorter) for every stage."""
     cfg = options.train
     max_q, max_p = stages.token_limits(model, cfg.query_max_tokens, cfg.passage_max_tokens)
-    mining = dataclasses.replace(options.mining, seed=cfg.seed, query_max_tokens=max_q, passage_max_tokens=max_p)
+    cfg = dataclasses.replace(cfg, query_max_tokens=max_q, passage_max_tokens=max_p)
+    mining = dataclasses.replace(options.mining, **cfg.shared())
     print(
         f"model: {options.model or clpft.models.DEFAULT_MODEL_NAME}; query/passage max tokens {max_q}/{max_p}",
         flush=True,

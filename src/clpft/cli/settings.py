@@ -54,7 +54,7 @@ def ablation_passthrough() -> list[tuple]:
     from clpft.options import MiningOptions, QuerySources, TrainConfig, choices_of, cli_fields
 
     def entries(cls, groups, where):
-        for f in cli_fields(cls, groups):
+        for f in cli_fields(cls, groups, shared=cls is not MiningOptions):
             if f.type is bool or f.name == "seed" or f.metadata.get("ablation") is False:
                 continue
             choices = f.metadata.get("choices") or choices_of(f.type)
