@@ -8,8 +8,9 @@ random into two halves, many times; each rule chooses on one half and the chosen
 other (and the other way round). The rule with the higher held-half score chooses better on queries it has
 not seen, which is what the test split (never read here) asks of it.
 
-Rules: ``one-se`` (the candidate nearest the start within one standard error of the best score, as
-``clpft.training.guard.choose`` does) and ``best`` (the best score), each over candidate sets: the default's quarters
+Rules (``clpft.training.guard.choose``): ``one-se`` (the candidate nearest the start within one standard
+error of the best score), ``best`` (the best score) and ``clear-best`` (the best if it leads the start by more
+than one standard error, else the start), each over candidate sets: the default's quarters
 (α 0.25, 0.5, 0.75, the best step, the start), the same with the moving average, and every α the run scored.
 The candidates themselves were built once on the whole validation split (which merges exist, and whether
 they start from the best step or the average): a small advantage of the run's candidates over their
@@ -76,7 +77,7 @@ def study(name: str, training_json: Path, splits: int, seed: int) -> dict:
     rng = random.Random(f"{seed}:{name}")
     results: dict[str, dict] = {}
     for set_name, members in candidate_sets(candidates).items():
-        for rule in ("one-se", "best"):
+        for rule in ("one-se", "best", "clear-best"):
             held_scores, gains, chosen_labels = [], [], []
             for _ in range(splits):
                 shuffled = queries[:]

@@ -280,10 +280,11 @@ class TrainConfig(SharedOptions):
         "0.25,0.5,0.75",
         "with --merge auto: the merges scored, α between 0 and 1 separated by commas (each costs one evaluation)",
     )
-    select: Literal["one-se", "best"] = option(
+    select: Literal["one-se", "best", "clear-best"] = option(
         "one-se",
         "with the guard: which candidate is saved: one-se (the one nearest the start within one standard error of "
-        "the best validation score) or best (the best score)",
+        "the best validation score), best (the best score) or clear-best (the best, if it leads the start by more "
+        "than one standard error, else the start)",
     )
     ema: float = option(
         0.0,

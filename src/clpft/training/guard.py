@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 MERGE_GRID = (0.25, 0.5, 0.75)
 SCORE = "ndcg@10"  # the metric that chooses
-RULES = ("one-se", "best")
+RULES = ("one-se", "best", "clear-best")
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -98,7 +98,9 @@ class Candidate:
 
 
 def choose(candidates: list[Candidate], rule: str = "one-se") -> Candidate:
-    """``rule`` "best": the highest validation score (the start wins ties, then the larger α).
+    """``rule`` "best": the highest validation score (the start wins ties, then the larger α). "clear-best":
+    the best one if it leads the start by more than one standard error, else the start (move only on a clear
+    gain, then all the way to the best).
 
     ``rule`` "one-se": the candidate closest to the start (smallest α) whose validation score is within one
     standard error of the best one's: the one-standard-error rule (Breiman et al. 1984; Hastie, Tibshirani and
@@ -115,14 +117,23 @@ def choose(candidates: list[Candidate], rule: str = "one-se") -> Candidate:
     best = max(candidates, key=lambda c: (c.score, c.alpha == 0.0, c.alpha))
     if rule == "best" or best.per_query is None or any(c.per_query is None for c in candidates):
         return best
-    queries = sorted(best.per_query)
+    if rule == "clear-best":
+        start = next((c for c in candidates if c.alpha == 0.0), None)
+        clear = start is None or not _within_one_standard_error(best, start)
+        return best if clear else start
     for candidate in sorted(candidates, key=lambda c: c.alpha):
-        gaps = [best.per_query[q] - candidate.per_query.get(q, 0.0) for q in queries]
-        mean = sum(gaps) / len(gaps)
-        spread = (sum((g - mean) ** 2 for g in gaps) / max(1, len(gaps) - 1)) ** 0.5
-        if mean <= spread / len(gaps) ** 0.5:
+        if _within_one_standard_error(best, candidate):
             return candidate
     return best
+
+
+def _within_one_standard_error(best: Candidate, other: Candidate) -> bool:
+    """Whether ``best`` leads ``other`` by at most one standard error of their mean per-query difference."""
+    queries = sorted(best.per_query)
+    gaps = [best.per_query[q] - other.per_query.get(q, 0.0) for q in queries]
+    mean = sum(gaps) / len(gaps)
+    spread = (sum((g - mean) ** 2 for g in gaps) / max(1, len(gaps) - 1)) ** 0.5
+    return mean <= spread / len(gaps) ** 0.5
 
 
 def merge_alphas(merge: str | float | None, grid: tuple[float, ...] = MERGE_GRID) -> tuple[float, ...]:
