@@ -307,7 +307,18 @@ def test_the_best_rule_keeps_the_highest_score_where_one_se_stays_nearer_the_sta
     candidates = [Candidate(mean(start), 0.0, "start", start), Candidate(mean(tuned), 1.0, "step 4", tuned)]
     assert choose(candidates, "one-se").label == "start"
     assert choose(candidates, "best").label == "step 4"
-    with pytest.raises(ValueError, match="rule must be one of one-se, best"):
+    assert choose(candidates, "clear-best").label == "start"  # a gain within the noise: stay at the start
+    # a clear gain: clear-best goes all the way to the best candidate, one-se stops at the nearest close one
+    clear = {q: v + 0.2 + (0.01 if i % 2 else -0.01) for i, (q, v) in enumerate(start.items())}
+    close = {q: v - 0.004 + (0.04 if i % 2 else -0.04) for i, (q, v) in enumerate(clear.items())}
+    clear_candidates = [
+        Candidate(mean(start), 0.0, "start", start),
+        Candidate(mean(close), 0.5, "merge alpha=0.5 with step 4", close),
+        Candidate(mean(clear), 1.0, "step 4", clear),
+    ]
+    assert choose(clear_candidates, "clear-best").label == "step 4"
+    assert choose(clear_candidates, "one-se").label == "merge alpha=0.5 with step 4"
+    with pytest.raises(ValueError, match="rule must be one of one-se, best, clear-best"):
         choose(candidates, "vote")
 
 
