@@ -287,7 +287,15 @@ def test_a_slower_machine_evaluates_the_same_steps_and_saves_the_same_model(tiny
         monkeypatch.setattr(trainer_module, "trainer_classes", slowed)
         model = clpft.load_model(str(tiny_model_dir))
         config = TrainConfig(
-            num_negatives=2, val_fraction=0.2, epochs=4, batch_size=4, learning_rate=1e-3, eval_budget=0.3, seed=3
+            num_negatives=2,
+            val_fraction=0.2,
+            epochs=4,
+            batch_size=4,
+            learning_rate=1e-3,
+            eval_budget=0.3,
+            seed=3,
+            merge_grid="0.5",
+            ema=0.0,  # few closing evaluations: the budget leaves some for the steps between
         )
         result = train_model(model, rows, config, show_progress=False)
         return {name: value.clone() for name, value in model.state_dict().items()}, result

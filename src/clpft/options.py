@@ -276,20 +276,23 @@ class TrainConfig(SharedOptions):
         "validation split among 0.25, 0.5, 0.75, the tuned and the start), none, or a",
         preset=True,
     )
-    merge_grid: str = option(
-        "0.25,0.5,0.75",
+    merge_grid: str | None = option(
+        None,
         "with --merge auto: the merges scored, α between 0 and 1 separated by commas (each costs one evaluation)",
+        preset=True,
     )
-    select: Literal["one-se", "best", "clear-best"] = option(
-        "one-se",
+    select: Literal["one-se", "best", "clear-best"] | None = option(
+        None,
         "with the guard: which candidate is saved: one-se (the one nearest the start within one standard error of "
         "the best validation score), best (the best score) or clear-best (the best, if it leads the start by more "
         "than one standard error, else the start)",
+        preset=True,
     )
-    ema: float = option(
-        0.0,
+    ema: float | None = option(
+        None,
         "with the guard: also keep an exponential moving average of the weights with this decay (0: off), a "
         "candidate beside the best step (merges start from whichever scores higher)",
+        preset=True,
         range=Range(0, 1, high_open=True),
     )
     refit: bool = option(
