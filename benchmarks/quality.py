@@ -60,6 +60,11 @@ TRIED_ROWS = {
             "best",
         ],
     ),
+    "previous-default": (
+        "the default before 2026-12-07: 2 epochs, merges at the quarters, the one-standard-error rule, no moving "
+        "average (it kept the untouched model's zero-shot quality and gave up most of the in-domain gain)",
+        ["--epochs", "2", "--select", "one-se", "--merge-grid", "0.25,0.5,0.75", "--ema", "0"],
+    ),
     "default-moe-none": (
         "the default without MoE (--moe none): the control row for MoE on another encoder",
         ["--moe", "none"],
