@@ -26,8 +26,8 @@ worse than the start, chosen on validation splits carved from training queries o
   guarded runs: sentence-transformers' recipe trains on all of them;
 - 3 epochs: at 2 epochs SciFact's validation curve still rose at its last step. With both, the SciFact run
   saved its merge α 0.9 with step 273 (test nDCG@10 0.7549 against sentence-transformers' recipe's 0.7333,
-  p 0.010), at the price of 0.022 nDCG@10 zero-shot on Cranfield (the recipe loses 0.025) and 1.8x the
-  recipe's mining and training time (benchmarks/results/quality/quality.md, the row
+  p 0.010), at the price of 0.022 nDCG@10 zero-shot on Cranfield (the recipe loses 0.025) and 2.1x the
+  recipe's mining and training time on the same machine (benchmarks/results/quality/quality.md, the row
   default-3-epochs-averaged); the previous default, ``--epochs 2 --select one-se --merge-grid 0.25,0.5,0.75
   --ema 0``, kept the untouched model's zero-shot quality (-0.0010) and gave up most of the in-domain gain
   (0.6741);
