@@ -119,7 +119,14 @@ def _run_stages(
     base, corpus_emb, encode_seconds = _base_evaluation(options, out, model, eval_data, mining, show)
     examples, stats = _mined(options, out, model, train_data, mining, corpus_emb, show)
     model, result, cfg = _trained(options, out, model, examples, cfg, train_data, show)
-    tuned = stages.evaluate(
+    tuned = _test_evaluation(options, model, eval_data, mining, show)
+    kill_point("run.evaluated")
+    return _report(options, cfg, out, base, tuned, stats, result, started, encode_seconds)
+
+
+def _test_evaluation(options: RunOptions, model, eval_data, mining: MiningOptions, show: bool, **extra):
+    """The run's test evaluation (before or after training): the same split, depth and length limits."""
+    return stages.evaluate(
         model,
         eval_data,
         top_k=options.top_k,
@@ -127,9 +134,8 @@ def _run_stages(
         passage_max_tokens=mining.passage_max_tokens,
         encode_batch_size=mining.encode_batch_size,
         show_progress=show,
+        **extra,
     )
-    kill_point("run.evaluated")
-    return _report(options, cfg, out, base, tuned, stats, result, started, encode_seconds)
 
 
 def _start_folder(options: RunOptions, out: Path, identity: dict) -> None:
@@ -186,17 +192,7 @@ def _base_evaluation(options: RunOptions, out: Path, model, eval_data, mining: M
         with stages.exact_precision():  # the base model's test evaluation reads it
             corpus_emb = encode_corpus(model, eval_data, mining.passage_max_tokens, mining.encode_batch_size, show)
         encode_seconds = time.perf_counter() - started
-        base = stages.evaluate(
-            model,
-            eval_data,
-            top_k=options.top_k,
-            query_max_tokens=mining.query_max_tokens,
-            passage_max_tokens=mining.passage_max_tokens,
-            encode_batch_size=mining.encode_batch_size,
-            corpus_embeddings=corpus_emb,
-            show_progress=show,
-            out=base_file,
-        )
+        base = _test_evaluation(options, model, eval_data, mining, show, corpus_embeddings=corpus_emb, out=base_file)
     print(f"base model on {options.eval_split}: nDCG@10 {base['metrics']['ndcg@10']:.4f}", flush=True)
     return base, corpus_emb, encode_seconds
 
