@@ -65,12 +65,9 @@ def test_ablation_report_and_cache(tiny_model_dir, tiny_beir, tmp_path, capsys, 
     assert infonce_result.stat().st_mtime_ns == stamps[infonce_result]
     # the mining options are keyed as they run, defaults included: a changed default (here: the search
     # depth) re-mines and retrains every trained row, not base
-    from clpft import ablation
+    from clpft.options import MiningOptions
 
-    resolved = ablation._mine_options
-    monkeypatch.setattr(
-        ablation, "_mine_options", lambda mine_args: ({**resolved(mine_args)[0], "rank_to": 7}, resolved(mine_args)[1])
-    )
+    monkeypatch.setitem(MiningOptions.__init__.__kwdefaults__, "rank_to", 7)
     stamps = {
         p: p.stat().st_mtime_ns for p in [*out.glob("rows/*/seed*/result.json"), out / "data" / "ance" / "result.json"]
     }
@@ -125,3 +122,34 @@ def test_report_tests_every_row_against_st_mnrl_too():
         rows["ance-clp-moe"]["p_value"]["base"] == 0.125
     )  # 4 queries, all better: 2 of the 16 sign flips are as extreme
     assert "| p vs base | p vs st-mnrl |" in report_markdown(report)
+
+
+def test_rows_are_the_ladder_options_with_what_each_row_sets_replaced():
+    from clpft.ablation import ROWS, AblationOptions, row_mining, row_training
+    from clpft.options import MiningOptions, QuerySources, TrainConfig
+    from clpft.presets import PRESETS
+
+    options = AblationOptions(
+        data="d",
+        out="o",
+        seed=7,
+        mining=MiningOptions(rank_to=20, query_sources=QuerySources(backends=[], llm_timeout=5.0)),
+        train=TrainConfig(epochs=1, penalty_weight=0.3),
+    )
+    moe = row_training(options, ROWS["ance-clp-moe"], seed=8)
+    # the preset fills the learning rate and temperature for what this row trains, as it would on the command line
+    assert (moe.loss, moe.moe, moe.train_only, moe.seed) == ("clp", "intermediate", "moe", 8)
+    assert (moe.learning_rate, moe.temperature) == (PRESETS["clpft"].learning_rate["moe"], 0.02)
+    assert (moe.epochs, moe.penalty_weight) == (1, 0.3)
+    assert moe == TrainConfig(epochs=1, penalty_weight=0.3, loss="clp", moe="intermediate", train_only="moe", seed=8)
+    # a learning rate that was given stays given
+    given = dataclasses.replace(options, train=TrainConfig(learning_rate=3e-4))
+    assert row_training(given, ROWS["ance-infonce"], seed=1).learning_rate == 3e-4
+    assert row_training(given, ROWS["ance-clp-moe"], seed=1).learning_rate == 3e-4
+
+    mining = row_mining(options, "random", "o/data/random.jsonl")
+    assert (mining.strategy, mining.seed, mining.rank_to) == ("random", 7, 20)
+    assert mining.query_sources.cache_path == "o/data/random.jsonl.neg_queries.sqlite"
+    # the report names the settings given, as the flags that give them (row settings left out)
+    assert options.mine_args == ["--rank-to", "20", "--neg-queries", "none", "--llm-timeout", "5.0"]
+    assert options.train_args == ["--epochs", "1", "--penalty-weight", "0.3"]

@@ -314,9 +314,12 @@ class TrainConfig(SharedOptions):
 
     def __post_init__(self) -> None:
         merge_given = self.merge is not None
-        for name, value in preset_values(self.preset, self.train_only).items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
+        # what the preset filled in is remembered (an attribute, not a field: it is no setting of its own), so
+        # that ``replace`` can fill it again for the new values
+        preset = preset_values(self.preset, self.train_only)
+        self._from_preset = tuple(name for name in preset if getattr(self, name) is None)
+        for name in self._from_preset:
+            setattr(self, name, preset[name])
         check_choices(self)
         if not merge_given and self.merge == "auto" and not (self.guard and self.val_fraction > 0):
             self.merge = "none"  # the preset's auto needs the validation split the run turned off
@@ -330,6 +333,21 @@ class TrainConfig(SharedOptions):
             raise ClpftError(
                 "--merge auto chooses α on the validation split: it needs --val-fraction above 0 (and the guard)"
             )
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """``dataclasses.replace`` whose preset fills the fields it filled here again, for the new values: a
+        ladder row that trains only the MoE layers gets the preset's learning rate for that, where the flags
+        gave none."""
+        return dataclasses.replace(self, **{name: None for name in self._from_preset} | changes)
+
+    def given(self) -> dict[str, Any]:
+        """The fields set to something other than their declared default or their preset's value."""
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        return {
+            f.name: getattr(self, f.name)
+            for f in cli_fields(TrainConfig)
+            if f.name not in self._from_preset and getattr(self, f.name) != defaults[f.name]
+        }
 
 
 @dataclass(kw_only=True)
@@ -437,6 +455,12 @@ def cli_fields(cls: type, groups: tuple[str, ...] | None = None, shared: bool = 
     for f in chosen:
         f.type = hints[f.name]
     return chosen
+
+
+def as_flags(values: Mapping[str, Any], cls: type) -> list[str]:
+    """``values`` (field name -> value) as the command-line flags of ``cls``'s options that set them."""
+    flags = {f.name: f.metadata["flag"] or "--" + f.name.replace("_", "-") for f in cli_fields(cls)}
+    return [text for name, value in values.items() for text in (flags[name], str(value))]
 
 
 def choices_of(kind: Any) -> tuple | None:

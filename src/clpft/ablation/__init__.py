@@ -1,13 +1,15 @@
 """``clpft ablation``: the paper's ladder of rows on one dataset, with intervals and significance.
 
-Every row trains on the same mined data with the same seed(s) and budget, each training and each
-evaluation in its own ``clpft train`` / ``clpft eval`` process (so peak memory is per row, and the
-report's numbers are exactly what ``clpft eval`` gives for the saved models). Finished rows are
-cached under RUN_DIR/rows/<row>/seed<k>/ with a hash of everything that determines them, so an
-interrupted ladder resumes where it stopped. ``ladder`` holds the rows, ``report`` the tables.
+Every row trains on the same mined data with the same seed(s) and budget. A row is the ladder's options
+(``AblationOptions.mining`` and ``.train``, the declared dataclasses) with what the row sets replaced
+(``dataclasses.replace``, ``TrainConfig.replace``), run through the functions behind `clpft mine`, `clpft
+train` and `clpft eval` (clpft.cli.subcommands), so the report's numbers are exactly what ``clpft eval`` gives
+for the saved models. Finished rows are cached under RUN_DIR/rows/<row>/seed<k>/ with a hash of everything
+that determines them, so an interrupted ladder resumes where it stopped. ``ladder`` holds the rows,
+``report`` the tables.
 
-May import: clpft.data, clpft.evaluation, clpft.cli.parser (the rows are clpft subcommands: their options are
-read from the parser that parses them) and the shared modules.
+May import: clpft.data, clpft.evaluation, clpft.cli (the rows run the subcommands' functions) and the shared
+modules.
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ import hashlib
 import io
 import json
 import shutil
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,73 +29,98 @@ from clpft.errors import ClpftError
 from clpft.faults import kill_point
 from clpft.files import write_json, write_text
 from clpft.manifest import sha256_of
-from clpft.options import SplitOptions
-from clpft.presets import preset_values
+from clpft.options import MiningOptions, QuerySources, SplitOptions, TrainConfig, as_flags, cli_fields
 
 
 @dataclasses.dataclass
 class AblationOptions(SplitOptions):
+    """The ladder's settings: ``mining`` and ``train`` are what every row starts from (each row replaces the
+    negatives it trains on, its loss, MoE, what trains and its seed); evaluation reads their length limits,
+    encoding batch size and precision."""
+
     data: str
     out: str
     rows: list[str] = dataclasses.field(default_factory=lambda: list(ROWS))
     seeds: int = 1
     model: str | None = None
-    mine_args: list[str] = dataclasses.field(default_factory=list)  # passed to `clpft mine`
-    train_args: list[str] = dataclasses.field(default_factory=list)  # passed to `clpft train`
-    eval_args: list[str] = dataclasses.field(default_factory=list)  # passed to `clpft eval`
+    trust_remote_code: bool = False
+    mining: MiningOptions = dataclasses.field(default_factory=MiningOptions)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     seed: int = 42
     quiet: bool = False
+
+    # what the rows set themselves, left out of the flags below
+    ROW_FIELDS = ("strategy", "loss", "moe", "train_only", "seed")
+
+    @property
+    def mine_args(self) -> list[str]:
+        """The mining settings given (those that differ from the declared defaults), as `clpft mine` flags."""
+        defaults, sources, default_sources = (
+            MiningOptions(),
+            self.mining.query_sources or QuerySources(),
+            QuerySources(),
+        )
+        changed = {
+            f.name: getattr(self.mining, f.name)
+            for f in cli_fields(MiningOptions)
+            if f.name not in self.ROW_FIELDS and getattr(self.mining, f.name) != getattr(defaults, f.name)
+        }
+        own = {
+            f.name: getattr(sources, f.name)
+            for f in cli_fields(QuerySources)
+            if getattr(sources, f.name) != getattr(default_sources, f.name)
+        }
+        backends = (
+            []
+            if sources.backends == default_sources.backends
+            else ["--neg-queries", ",".join(sources.backends) or "none"]
+        )
+        return [*as_flags(changed, MiningOptions), *backends, *as_flags(own, QuerySources)]
+
+    @property
+    def train_args(self) -> list[str]:
+        """The training settings given (apart from the preset's values and what each row sets), as `clpft train`
+        flags."""
+        given = {k: v for k, v in self.train.given().items() if k not in self.ROW_FIELDS}
+        return as_flags(given, TrainConfig)
 
 
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _clpft(run_command: Callable[[list[str]], int], args: list[str], quiet: bool) -> None:
-    """One clpft subcommand through ``run_command`` (the command line's ``main``, handed in by it, so this
-    module does not import the CLI), in this process: a second interpreter would spend most of a small
-    row's time importing torch and sentence-transformers again (about 10 s on a 2-core machine)."""
-    errors = _LastLine(None if quiet else sys.stderr)
-    with contextlib.redirect_stderr(errors):
-        code = run_command([*args, *(["--quiet"] if quiet else [])])
-    if code != 0:
-        raise ClpftError(f"`clpft {' '.join(args[:1])}` failed: {errors.last or '(no message)'}")
+def _quiet_if(quiet: bool):
+    """Stdout silenced for a quiet ladder (the subcommands' own summaries); errors still raise."""
+    return contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()
 
 
-class _LastLine(io.TextIOBase):
-    """A stderr that remembers its last non-empty line and, unless quiet, passes everything on."""
-
-    def __init__(self, echo) -> None:
-        self.echo, self.last = echo, ""
-
-    def write(self, text: str) -> int:
-        if self.echo is not None:
-            self.echo.write(text)
-        lines = [line for line in text.strip().splitlines() if line.strip()]
-        if lines:
-            self.last = lines[-1].removeprefix("clpft: error: ")
-        return len(text)
+def mining_key(mining: MiningOptions) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(what picks the negatives, what finds the negatives' own queries): every field as it will run, defaults
+    included (a changed default re-mines and retrains). The own queries' cache is where they are kept, not
+    which they are."""
+    negatives = {k: v for k, v in dataclasses.asdict(mining).items() if k != "query_sources"}
+    sources = mining.query_sources or QuerySources()
+    own_queries = {k: v for k, v in dataclasses.asdict(sources).items() if k != "cache_path"}
+    return negatives, own_queries
 
 
-def own_query_options() -> set[str]:
-    """`clpft mine` options that only decide the negatives' own queries (the negatives do not depend on them):
-    QuerySources' declared options and the text forms of its backends and cache."""
-    from clpft.options import QuerySources, cli_fields
-
-    return {f.name for f in cli_fields(QuerySources)} | {"neg_queries", "neg_queries_cache"}
+def row_training(options: AblationOptions, row: Row, seed: int) -> TrainConfig:
+    """The training config of one ladder row: the ladder's, with the row's loss, MoE, trained layers and seed
+    (the preset fills what it filled before for these: a MoE-only row gets its learning rate)."""
+    return options.train.replace(loss=row.loss, moe=row.moe, train_only=row.train_only, seed=seed)
 
 
-def _mine_options(mine_args: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Every `clpft mine` option as it will run, defaults included (so that a changed default re-mines and
-    retrains), split into (what picks the negatives, what finds the negatives' own queries)."""
-    from clpft.cli.parser import build_parser
-
-    options = vars(build_parser().parse_args(["mine", "--data", "-", "--out", "-", *mine_args]))
-    options = {
-        k: v for k, v in options.items() if k not in ("data", "out", "command", "quiet", "config") and not callable(v)
-    }
-    own_queries = {k: v for k, v in options.items() if k in own_query_options()}
-    return {k: v for k, v in options.items() if k not in own_queries}, own_queries
+def row_mining(options: AblationOptions, negatives: str, train_file: Path) -> MiningOptions:
+    """The mining options of one training set: the ladder's, with its negatives and seed (the own queries'
+    cache beside the training file unless one was named)."""
+    sources = options.mining.query_sources or QuerySources()
+    cache = sources.cache_path or f"{train_file}.neg_queries.sqlite"
+    return dataclasses.replace(
+        options.mining,
+        strategy=negatives,
+        seed=options.seed,
+        query_sources=dataclasses.replace(sources, cache_path=cache, seed=options.seed),
+    )
 
 
 def _cached(folder: Path, key: str) -> dict | None:
@@ -107,15 +132,16 @@ def _cached(folder: Path, key: str) -> dict | None:
     return None
 
 
-def run_ablation(options: AblationOptions, run_command: Callable[[list[str]], int]) -> dict[str, Any]:
-    """The ladder; ``run_command(argv)`` runs one clpft subcommand and returns its exit code."""
+def run_ablation(options: AblationOptions) -> dict[str, Any]:
+    """The ladder: mine each training set once, then train and test every row and seed (finished ones cached)."""
+    from clpft.cli.subcommands import eval_command, mine_command, train_command
+    from clpft.data.download import resolve_data
+
     unknown = [r for r in options.rows if r not in ROWS]
     if unknown:
         raise ClpftError(f"unknown rows {', '.join(unknown)} (choose from {', '.join(ROWS)})")
     if options.seeds < 1:
         raise ClpftError("--seeds must be at least 1")
-    from clpft.data.download import resolve_data
-
     out = Path(options.out)
     data = resolve_data(options.data)
     data_key = _key(
@@ -130,44 +156,19 @@ def run_ablation(options: AblationOptions, run_command: Callable[[list[str]], in
             if p.is_file()
         ]
     )
-    model_args = ["--model", options.model] if options.model else []
+    model = {"model": options.model, "trust_remote_code": options.trust_remote_code}
 
     # 1. The training sets, mined once and shared by every row.
-    negative_options, own_query_options = _mine_options(options.mine_args)
     training_sets: dict[str, Path] = {}
     for negatives in sorted({ROWS[r].negatives for r in options.rows if ROWS[r].negatives}):
         path = out / "data" / f"{negatives}.jsonl"
-        key = _key(
-            "mine",
-            data_key,
-            negatives,
-            options.model,
-            negative_options,
-            own_query_options,
-            options.seed,
-            options.train_split,
-        )
+        mining = row_mining(options, negatives, path)
+        key = _key("mine", data_key, options.model, *mining_key(mining), options.train_split)
         if _cached(path.parent / negatives, key) is None:
-            _clpft(
-                run_command,
-                [
-                    "mine",
-                    "--data",
-                    str(data),
-                    "--split",
-                    options.train_split,
-                    "--out",
-                    str(path),
-                    "--overwrite",
-                    "--strategy",
-                    negatives,
-                    "--seed",
-                    str(options.seed),
-                    *model_args,
-                    *options.mine_args,
-                ],
-                options.quiet,
-            )
+            with _quiet_if(options.quiet):
+                mine_command(
+                    str(data), options.train_split, str(path), mining, **model, overwrite=True, quiet=options.quiet
+                )
             write_json(path.parent / negatives / "result.json", {"key": key})
         training_sets[negatives] = path
 
@@ -178,24 +179,33 @@ def run_ablation(options: AblationOptions, run_command: Callable[[list[str]], in
         seeds = [options.seed] if row.negatives is None else [options.seed + k for k in range(options.seeds)]
         for seed in seeds:
             folder = out / "rows" / name / f"seed{seed}"
-            # What trains a row: the mining options, the flags passed on and the values of the preset they select
-            # (so a row trained under an older version of the preset is not taken for one under the current
+            config = row_training(options, row, seed) if row.negatives else None
+            # What trains a row: its mining and its training config as they run (the preset's values included,
+            # so a row trained under an older version of the preset is not taken for one under the current
             # version). Only CLP's penalty reads the negatives' own queries, so only the CLP rows are keyed on how
-            # they were found. The base row trains nothing.
-            training_key = [
-                negative_options,
-                options.train_args,
-                preset_values(preset_of(options.train_args), row.train_only),
-            ]
-            if row.loss == "clp":
-                training_key.append(own_query_options)
+            # they were found. The base row trains nothing; every row is tested with the same settings.
+            training_key = None
+            if row.negatives:
+                negatives, own_queries = mining_key(row_mining(options, row.negatives, training_sets[row.negatives]))
+                training_key = [
+                    negatives,
+                    {k: v for k, v in dataclasses.asdict(config).items() if k != "checkpoint_dir"},
+                ]
+                if row.loss == "clp":
+                    training_key.append(own_queries)
+            testing = {
+                "top_k": options.top_k,
+                "query_max_tokens": options.mining.query_max_tokens,
+                "passage_max_tokens": options.mining.passage_max_tokens,
+                "encode_batch_size": options.mining.encode_batch_size,
+            }
             key = _key(
                 name,
                 dataclasses.asdict(row),
                 data_key,
                 options.model,
-                training_key if row.negatives else None,
-                options.eval_args,
+                training_key,
+                testing | {"precision": options.train.precision},
                 seed,
                 options.eval_split,
             )
@@ -207,46 +217,28 @@ def run_ablation(options: AblationOptions, run_command: Callable[[list[str]], in
                 folder.mkdir(parents=True)
                 training: dict[str, Any] = {}
                 model_path = options.model
-                if row.negatives is not None:
-                    model_path = str(folder / "model")
-                    _clpft(
-                        run_command,
-                        [
-                            "train",
-                            "--train",
+                with _quiet_if(options.quiet):
+                    if config is not None:
+                        model_path = str(folder / "model")
+                        train_command(
                             str(training_sets[row.negatives]),
-                            "--out",
                             model_path,
-                            *model_args,
-                            "--loss",
-                            row.loss,
-                            "--moe",
-                            row.moe,
-                            "--train-only",
-                            row.train_only,
-                            "--seed",
-                            str(seed),
-                            *options.train_args,
-                        ],
-                        options.quiet,
-                    )
-                    training = json.loads((folder / "model" / "training.json").read_text(encoding="utf-8"))
-                    kill_point("ablation.row_trained")
-                _clpft(
-                    run_command,
-                    [
-                        "eval",
-                        "--data",
+                            config,
+                            model=options.model,
+                            trust_remote_code=options.trust_remote_code,
+                            quiet=options.quiet,
+                        )
+                        training = json.loads((folder / "model" / "training.json").read_text(encoding="utf-8"))
+                        kill_point("ablation.row_trained")
+                    eval_command(
                         str(data),
-                        "--split",
                         options.eval_split,
-                        "--out",
                         str(folder / "metrics.json"),
-                        *(["--model", model_path] if model_path else []),
-                        *options.eval_args,
-                    ],
-                    options.quiet,
-                )
+                        model=model_path,
+                        trust_remote_code=options.trust_remote_code,
+                        **testing,
+                        quiet=options.quiet,
+                    )
                 metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
                 cached = {
                     "key": key,

@@ -18,120 +18,61 @@ from pathlib import Path
 from clpft.cli.console import setup_logging
 from clpft.cli.parser import build_parser
 from clpft.cli.settings import (
-    ablation_passthrough,
+    ablation_settings,
     apply_config,
     generator_settings,
     mining_options,
     train_config,
 )
+from clpft.cli.subcommands import eval_command, mine_command, train_command
 from clpft.errors import ClpftError, redact_secrets
 from clpft.files import output_lock
 from clpft.options import check_ranges
 
 
 def _cmd_mine(args: argparse.Namespace) -> None:
-    from clpft.cli import stages
-    from clpft.data import load_dataset
-    from clpft.models import load_model
-
-    stages.check_output(args.out, overwrite=args.overwrite)
-    dataset = load_dataset(args.data, args.split)
-    model = load_model(args.model, trust_remote_code=args.trust_remote_code) if args.strategy == "ance" else None
-    options = mining_options(args, f"{args.out}.neg_queries.sqlite")
-    examples, stats = stages.mine(model, dataset, options, args.out, show_progress=not args.quiet)
-    print(stats.summary())
-    print(f"wrote {args.out} ({len(examples)} queries)")
+    mine_command(
+        args.data,
+        args.split,
+        args.out,
+        mining_options(args, f"{args.out}.neg_queries.sqlite"),
+        model=args.model,
+        trust_remote_code=args.trust_remote_code,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from clpft.cli import stages
-    from clpft.data import read_train_jsonl
-    from clpft.files import remove_stale_temporaries
-    from clpft.models import DEFAULT_MODEL_NAME, load_model
-    from clpft.moe.preparation import check_preparable
-    from clpft.training.checkpoints import remove_all
-
-    out = Path(args.out)
-    checkpoints = stages.checkpoints_of(out)
-    config = train_config(args)
-    config.checkpoint_dir = str(checkpoints) if (args.save_steps or args.resume) else None
-    if not Path(args.train).is_file():
-        raise ClpftError(f"{args.train}: file not found")
-    identity = stages.training_identity(config, args.train, args.model or DEFAULT_MODEL_NAME)
-    if args.resume:
-        for leftover in remove_stale_temporaries(out.parent, name=out.name):
-            print(f"removed {leftover}, left by an interrupted write", flush=True)
-        if stages.training_state(out, identity, resume=True) == "finished":
-            remove_all(checkpoints)
-            print(f"{args.out} is already finished", flush=True)
-            return
-    stages.check_output(out, overwrite=args.overwrite)
-    if checkpoints.is_dir() and not args.resume and args.save_steps:
-        raise ClpftError(f"{checkpoints} holds checkpoints of an earlier run (pass --resume to continue it)")
-    model = load_model(args.model, trust_remote_code=args.trust_remote_code)
-    check_preparable(model, config)  # before the training file is read and the validation corpus encoded
-    examples = stages.sample_examples(read_train_jsonl(args.train), args.max_train_queries, args.seed)
-    val_corpus = None
-    if args.val_corpus:
-        from clpft.data.beir import load_corpus
-
-        path = Path(args.val_corpus)
-        val_corpus = {
-            d: doc.full_text for d, doc in load_corpus(path / "corpus.jsonl" if path.is_dir() else path).items()
-        }
-    result = stages.train(
-        model,
-        examples,
-        config,
-        out,
-        base_model=args.model or DEFAULT_MODEL_NAME,
-        source=args.train,
-        val_corpus=val_corpus,
+    train_command(
+        args.train,
+        args.out,
+        train_config(args),
+        model=args.model,
+        trust_remote_code=args.trust_remote_code,
+        max_train_queries=args.max_train_queries,
+        val_corpus=args.val_corpus,
         overwrite=args.overwrite,
-        show_progress=not args.quiet,
-        train_file=args.train,
-    )
-    last = result.loss_history[-1]["loss"] if result.loss_history else float("nan")
-    print(
-        f"trained {result.optimizer_steps} steps in {result.seconds:.0f} s (last logged loss {last:.4f}); "
-        f"wrote {args.out}"
+        resume=args.resume,
+        quiet=args.quiet,
     )
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from clpft.cli import stages
-    from clpft.cli.pipeline import format_table
-    from clpft.data import load_dataset
-    from clpft.files import write_json
-    from clpft.models import DEFAULT_MODEL_NAME, load_model
-
-    if args.out:
-        stages.check_output(args.out, overwrite=args.overwrite)
-    if not args.data and not args.mteb:
-        raise ClpftError("clpft eval needs --data, --mteb or both")
-    dataset = load_dataset(args.data, args.split) if args.data else None
-    model = load_model(args.model, trust_remote_code=args.trust_remote_code)
-    result: dict = {"model": args.model or DEFAULT_MODEL_NAME, "data": args.data}
-    if dataset is not None:
-        result |= stages.evaluate(
-            model,
-            dataset,
-            top_k=args.top_k,
-            query_max_tokens=args.query_max_tokens,
-            passage_max_tokens=args.passage_max_tokens,
-            encode_batch_size=args.encode_batch_size,
-            show_progress=not args.quiet,
-        )
-    if args.mteb:
-        from clpft.evaluation.mteb_bridge import run_mteb
-
-        result["mteb"] = run_mteb(model, [t.strip() for t in args.mteb.split(",") if t.strip()])
-    if args.out:
-        write_json(args.out, result)
-    if dataset is not None:
-        print(format_table({args.split: result["metrics"]}))
-    for task, scores in result.get("mteb", {}).items():
-        print(f"MTEB {task}: main score {scores['main_score']:.4f}")
+    eval_command(
+        args.data,
+        args.split,
+        args.out,
+        model=args.model,
+        trust_remote_code=args.trust_remote_code,
+        top_k=args.top_k,
+        query_max_tokens=args.query_max_tokens,
+        passage_max_tokens=args.passage_max_tokens,
+        encode_batch_size=args.encode_batch_size,
+        mteb=args.mteb,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+    )
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
@@ -158,14 +99,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
 def _cmd_ablation(args: argparse.Namespace) -> None:
     from clpft.ablation import AblationOptions, run_ablation
 
-    passed: dict[str, list[str]] = {
-        k: (["--trust-remote-code"] if args.trust_remote_code else []) for k in ("mine", "train", "eval")
-    }
-    for flag, _, where, _, _ in ablation_passthrough():
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if value is not None:
-            for command in where:
-                passed[command] += [flag, str(value)]
+    mining, train = ablation_settings(args)
     run_ablation(
         AblationOptions(
             data=args.data,
@@ -173,15 +107,14 @@ def _cmd_ablation(args: argparse.Namespace) -> None:
             rows=[r.strip() for r in args.rows.split(",") if r.strip()],
             seeds=args.seeds,
             model=args.model,
+            trust_remote_code=args.trust_remote_code,
             train_split=args.train_split,
             eval_split=args.eval_split,
-            mine_args=passed["mine"],
-            train_args=passed["train"],
-            eval_args=passed["eval"],
+            mining=mining,
+            train=train,
             seed=args.seed,
             quiet=args.quiet,
-        ),
-        main,
+        )
     )
 
 

@@ -265,9 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     budget = ablation.add_argument_group("budget, the same for every row (unset: each subcommand's default)")
     from clpft.cli.settings import ablation_passthrough
 
-    for flag, kind, where, text, choices in ablation_passthrough():
+    for flag, kind, where, text, choices, name in ablation_passthrough():
         budget.add_argument(
-            flag, type=kind, default=None, choices=choices, help=f"{text} (passed to clpft {'/'.join(where)})"
+            flag, dest=name, type=kind, default=None, choices=choices, help=f"{text} (as in clpft {'/'.join(where)})"
         )
     ablation.add_argument("--quiet", action="store_true", help="no progress output, the report only")
     for sub in commands.choices.values():

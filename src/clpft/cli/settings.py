@@ -1,5 +1,5 @@
 """From parsed options (argparse, a ``--config`` YAML file) to the Python API's settings objects:
-``TrainConfig``, ``MiningOptions``, ``QuerySources``, and the options ``clpft ablation`` passes on.
+``TrainConfig``, ``MiningOptions``, ``QuerySources``, and those `clpft ablation`'s ladder rows start from.
 
 Every option declared on a dataclass (``clpft.options.option``) reaches its field by its own name, so the
 functions here copy nothing by hand; ``--neg-queries`` and ``--neg-queries-cache`` are the text forms of
@@ -47,8 +47,27 @@ def own_query_settings(args: argparse.Namespace, default_cache: str):
     )
 
 
+def ablation_settings(args: argparse.Namespace):
+    """The (MiningOptions, TrainConfig) `clpft ablation`'s options ask for: every declared option given on its
+    command line (or in --config), the rest at their declared defaults or their preset's; each ladder row
+    changes what it sets itself with ``dataclasses.replace`` / ``TrainConfig.replace``."""
+    from clpft.options import MiningOptions, QuerySources, TrainConfig, cli_fields
+    from clpft.ownqueries import parse_backends
+
+    def given(cls) -> dict:
+        return {f.name: value for f in cli_fields(cls) if (value := getattr(args, f.name, None)) is not None}
+
+    sources = QuerySources(
+        **({"backends": parse_backends(args.neg_queries)} if args.neg_queries is not None else {}),
+        **given(QuerySources),
+        seed=args.seed,
+    )
+    mining = MiningOptions(**given(MiningOptions) | {"seed": args.seed}, query_sources=sources)
+    return mining, TrainConfig(**given(TrainConfig) | {"seed": args.seed})
+
+
 def ablation_passthrough() -> list[tuple]:
-    """Options `clpft ablation` passes on unchanged, as (flag, type, subcommands, help, choices): every
+    """Options `clpft ablation`'s rows share, as (flag, type, subcommands, help, choices, field name): every
     declared mining, training and encoding option (clpft.options.option) except the booleans, the seed
     (the ablation has its own seeds) and what a ladder row sets itself (``ablation=False``)."""
     from clpft.options import MiningOptions, QuerySources, TrainConfig, choices_of, cli_fields
@@ -59,12 +78,13 @@ def ablation_passthrough() -> list[tuple]:
                 continue
             choices = f.metadata.get("choices") or choices_of(f.type)
             kind = str if choices else next((t for t in (int, float) if f.type in (t, t | None)), str)
-            yield (f.metadata["flag"] or "--" + f.name.replace("_", "-"), kind, where, f.metadata["help"], choices)
+            flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+            yield (flag, kind, where, f.metadata["help"], choices, f.name)
 
     return [
         *entries(MiningOptions, ("mining", "sampling"), ("mine",)),
         *entries(TrainConfig, ("negatives",), ("mine", "train")),
-        ("--neg-queries", str, ("mine",), "where negatives' queries come from", None),
+        ("--neg-queries", str, ("mine",), "where negatives' queries come from", None, "neg_queries"),
         *entries(QuerySources, ("own-queries", "generation"), ("mine",)),
         *entries(TrainConfig, ("training",), ("train",)),
         *entries(TrainConfig, ("common",), ("mine", "train", "eval")),
