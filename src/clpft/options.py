@@ -172,9 +172,8 @@ class SharedOptions:
     )
     seed: int = option(42, "random seed (sampling, shuffling, init)", group="common", range=SEED)
 
-    def shared(self) -> dict[str, Any]:
-        """These fields' values, to hand to the other options object (``dataclasses.replace``)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(SharedOptions)}
+    def __post_init__(self) -> None:
+        check_choices(self)
 
 
 @dataclass
@@ -320,7 +319,7 @@ class TrainConfig(SharedOptions):
         self._from_preset = tuple(name for name in preset if getattr(self, name) is None)
         for name in self._from_preset:
             setattr(self, name, preset[name])
-        check_choices(self)
+        super().__post_init__()
         if not merge_given and self.merge == "auto" and not (self.guard and self.val_fraction > 0):
             self.merge = "none"  # the preset's auto needs the validation split the run turned off
         check_ranges(self.__dict__)
@@ -377,9 +376,6 @@ class MiningOptions(SharedOptions):
     )
     encode_batch_size: int = option(64, "batch size when encoding", group="common", range=COUNT)
     query_sources: Any = None  # clpft.ownqueries.QuerySources; None: the qrels only
-
-    def __post_init__(self) -> None:
-        check_choices(self)
 
 
 def check_choices(options: Any) -> None:

@@ -90,8 +90,8 @@ def _cmd_run(args: argparse.Namespace) -> None:
             overwrite=args.overwrite,
             resume=args.resume,
             quiet=args.quiet,
-            mining=mining_options(args, os.path.join(args.out, "neg_queries.sqlite")),
             train=train_config(args),
+            mining=mining_options(args, os.path.join(args.out, "neg_queries.sqlite")),
         )
     )
 

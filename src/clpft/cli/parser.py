@@ -137,9 +137,9 @@ def _add_training(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from clpft import __version__
-    from clpft.options import MiningOptions, SplitOptions, TrainConfig
+    from clpft.options import MiningOptions, SharedOptions, SplitOptions, TrainConfig
 
-    defaults = TrainConfig()
+    default_seed = SharedOptions.__dataclass_fields__["seed"].default
     formatter = _HelpFormatter
     parser = _Parser(
         prog="clpft",
@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--max-docs", type=int, default=None, help="a seeded sample of documents")
     synth.add_argument("--cache", default=None, help="SQLite cache of generated queries (default: OUT.cache.sqlite)")
     _add_generation(synth, for_synth=True)
-    synth.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
+    synth.add_argument("--seed", type=int, default=default_seed, help="random seed")
     synth.add_argument("--overwrite", action="store_true", help="replace an existing output")
     synth.add_argument("--quiet", action="store_true", help="warnings and results only")
 
@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(ablation)
     ablation.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows to run")
     ablation.add_argument("--seeds", type=int, default=1, help="training seeds per row (mean ± std)")
-    ablation.add_argument("--seed", type=int, default=defaults.seed, help="first seed; seeds are seed, seed+1, ...")
+    ablation.add_argument("--seed", type=int, default=default_seed, help="first seed; seeds are seed, seed+1, ...")
     add_options(ablation, SplitOptions, ("splits",))
     budget = ablation.add_argument_group("budget, the same for every row (unset: each subcommand's default)")
     from clpft.cli.settings import ablation_passthrough

@@ -28,7 +28,7 @@ from clpft.files import remove_stale_temporaries, write_json
 from clpft.manifest import build_manifest, sha256_of
 from clpft.models import load_model
 from clpft.moe.preparation import check_preparable
-from clpft.options import MiningOptions, SplitOptions
+from clpft.options import MiningOptions, SharedOptions, SplitOptions
 from clpft.training import TrainConfig, TrainResult
 from clpft.training.checkpoints import remove_all
 from clpft.training.runtime import peak_rss_mb
@@ -161,7 +161,9 @@ def _one_seed_and_one_length(options: RunOptions, model) -> tuple[TrainConfig, M
     cfg = options.train
     max_q, max_p = stages.token_limits(model, cfg.query_max_tokens, cfg.passage_max_tokens)
     cfg = dataclasses.replace(cfg, query_max_tokens=max_q, passage_max_tokens=max_p)
-    mining = dataclasses.replace(options.mining, **cfg.shared())
+    mining = dataclasses.replace(
+        options.mining, **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(SharedOptions)}
+    )
     print(
         f"model: {options.model or clpft.models.DEFAULT_MODEL_NAME}; query/passage max tokens {max_q}/{max_p}",
         flush=True,
