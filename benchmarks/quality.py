@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -92,6 +93,31 @@ def timed(command: list[str], log: Path) -> tuple[float, float]:
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(command)} failed (exit {done.returncode}); see {log}")
         return seconds, int(Path(rss.name).read_text().split()[-1]) / 1024
+
+
+class LoadSampler:
+    """The machine's 1-minute load average, sampled every ``every`` seconds while the block runs: a row's time
+    compares with another's only at a similar load, and the 15-minute average at its end misses most of a
+    long row."""
+
+    def __init__(self, every: float = 30.0) -> None:
+        self.every, self.samples, self._stop = every, [os.getloadavg()[0]], threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every):
+            self.samples.append(os.getloadavg()[0])
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def mean(self) -> float:
+        return round(sum(self.samples) / len(self.samples), 2)
 
 
 def clpft(*args: str) -> list[str]:
@@ -220,6 +246,14 @@ def commit() -> str:
     return (done.stdout.strip() or "unknown") + ("+changes" if dirty else "")
 
 
+def load_of(row: dict) -> str:
+    """The load a row ran at, for the tables: the mean over the row where sampled, else the 15-minute average at
+    its end (rows before 2026-12-07)."""
+    if row.get("load_mean") is not None:
+        return f"{row['load_mean']} (mean)"
+    return f"{row.get('load_avg_15min', '-')} (end, 15 min)"
+
+
 def run_row(
     row: str, dataset: str, work: Path, cache: Path, quick: bool, cached_only: bool = False, model: Path | None = None
 ) -> dict | None:
@@ -245,11 +279,12 @@ def run_row(
     folder.mkdir(parents=True, exist_ok=True)
     print(f"== {name} / {row}" + (f" (its cached result is stale: {why_stale(saved)})" if saved else ""), flush=True)
     wall, peak, reused = 0.0, 0.0, {}
-    for number, part in enumerate(command):
-        seconds, rss, source = run_part(row, number, part, data, folder)
-        wall, peak = wall + seconds, max(peak, rss)
-        if source:
-            reused[number] = source
+    with LoadSampler() as load:
+        for number, part in enumerate(command):
+            seconds, rss, source = run_part(row, number, part, data, folder)
+            wall, peak = wall + seconds, max(peak, rss)
+            if source:
+                reused[number] = source
     report = json.loads(metrics_file.read_text())
     tested = report.get("finetuned", report)
     result = {
@@ -263,8 +298,10 @@ def run_row(
         "per_query_ndcg@10": {q: v["ndcg@10"] for q, v in tested["per_query"].items()},
         "wall_s": round(wall, 1),
         "peak_rss_mb": round(peak, 1),
-        # the machine's load while the row ran (2 cores: about 2 when the row had it to itself)
+        # the machine's load while the row ran (2 cores: about 2 when the row had it to itself): the 15-minute
+        # average at its end, and the mean of the 1-minute average sampled every 30 s over the whole row
         "load_avg_15min": round(os.getloadavg()[2], 2),
+        "load_mean": load.mean(),
         # rows are cached across sessions, which may get different machines: wall times compare only on one
         "cpu": cpu_model(),
         "versions": versions(),
@@ -413,7 +450,7 @@ def markdown(results: dict, shots: dict, command: str, missing: list[str] = (), 
             lines.append(
                 f"| {name} | {r['ndcg@10']:.4f} | {r['ndcg@5']:.4f} | {r['recall@100']:.4f} | {r['mrr@10']:.4f} "
                 f"| {p} | {p_recipe} | {r['wall_s']:.0f} | {r.get('mine_train_s', '-')} | {r['peak_rss_mb']:.0f} | "
-                f"{r.get('optimizer_steps', '-')} | {saved} | {r.get('load_avg_15min', '-')} | {r['commit']} |"
+                f"{r.get('optimizer_steps', '-')} | {saved} | {load_of(r)} | {r['commit']} |"
             )
         machines = sorted({r.get("cpu", "not recorded (rows before 2026-12-03)") for r in rows.values()})
         lines.append(f"- machines these rows ran on: {'; '.join(machines)}")
