@@ -173,3 +173,16 @@ def test_the_recipes_fp32_row_evaluates_its_model_and_goes_stale_with_it(tmp_pat
     assert module.run_row(module.RECIPE_FP32, "scifact", work, cache, quick=False, cached_only=True)["ndcg@10"] == 0.4
     recipe.write_text(module.json.dumps({"key": "recipe-2"}))  # st-recipe ran again: its fp32 check is stale
     assert module.run_row(module.RECIPE_FP32, "scifact", work, cache, quick=False, cached_only=True) is None
+
+
+def test_a_rows_load_is_sampled_over_the_row_and_shown_as_such(monkeypatch):
+    module = quality()
+    loads = iter([1.0, 3.0, 5.0, 7.0, 9.0])
+    monkeypatch.setattr(module.os, "getloadavg", lambda: (next(loads, 9.0), 0.0, 0.0))
+    with module.LoadSampler(every=0.01) as sampler:
+        while len(sampler.samples) < 4:
+            pass
+    assert sampler.samples[:4] == [1.0, 3.0, 5.0, 7.0]
+    assert sampler.mean() == round(sum(sampler.samples) / len(sampler.samples), 2)
+    assert module.load_of({"load_mean": 4.0, "load_avg_15min": 2.0}) == "4.0 (mean)"
+    assert module.load_of({"load_avg_15min": 2.0}) == "2.0 (end, 15 min)"
