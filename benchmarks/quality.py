@@ -70,6 +70,11 @@ TRIED_ROWS = {
         "the default without MoE (--moe none): the control row for MoE on another encoder",
         ["--moe", "none"],
     ),
+    "default-refit": (
+        "the default with --refit: once the guard has chosen the stopping point and the merge on its held-out 10%, "
+        "train again from the start on every training query to that point (as the recipe trains on all of them)",
+        ["--refit"],
+    ),
     "default-fp32": (
         "the default with --precision fp32: what a CPU without native bf16 computes (auto is fp32 there)",
         ["--precision", "fp32"],
