@@ -160,10 +160,12 @@ def run_ablation(options: AblationOptions) -> dict[str, Any]:
 
     # 1. The training sets, mined once and shared by every row.
     training_sets: dict[str, Path] = {}
+    mined_keys: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}  # by negatives: what picked them, own queries
     for negatives in sorted({ROWS[r].negatives for r in options.rows if ROWS[r].negatives}):
         path = out / "data" / f"{negatives}.jsonl"
         mining = row_mining(options, negatives, path)
-        key = _key("mine", data_key, options.model, *mining_key(mining), options.train_split)
+        mined_keys[negatives] = mining_key(mining)
+        key = _key("mine", data_key, options.model, *mined_keys[negatives], options.train_split)
         if _cached(path.parent / negatives, key) is None:
             with _quiet_if(options.quiet):
                 mine_command(
@@ -186,7 +188,7 @@ def run_ablation(options: AblationOptions) -> dict[str, Any]:
             # they were found. The base row trains nothing; every row is tested with the same settings.
             training_key = None
             if row.negatives:
-                negatives, own_queries = mining_key(row_mining(options, row.negatives, training_sets[row.negatives]))
+                negatives, own_queries = mined_keys[row.negatives]
                 training_key = [
                     negatives,
                     {k: v for k, v in dataclasses.asdict(config).items() if k != "checkpoint_dir"},
