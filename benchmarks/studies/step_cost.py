@@ -91,7 +91,9 @@ def markdown(report: dict) -> str:
         "",
         f"{report['machine']}; training file `{report['train']}`; each variant ran `--max-steps "
         f"{report['steps'][0]}` and `{report['steps'][1]}`: seconds per step = the difference in training "
-        "seconds over the difference in steps (loading, set-up and saving cancel).",
+        "seconds over the difference in steps (loading, set-up and saving cancel). `st-recipe` trains on the rows "
+        "its own mining gives (`benchmarks/st_recipe.py`: the same queries, 4 negatives each, no own queries) and "
+        "computes in fp32 with plain MultipleNegativesRankingLoss.",
         "",
         "| variant | code | flags | s/step | training s (A / B) | 1-min load (start-end) |",
         "|---|---|---|---|---|---|",
