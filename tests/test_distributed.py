@@ -22,7 +22,16 @@ B, K, M, D = (
     8,
 )  # per process: queries (process 1: one fewer), negatives per query, own queries per negative, dim
 Q = 5  # own-query rows per process
-SETTINGS = [("plain", 0.0), ("plain", 0.5), ("cached", 0.0), ("cached", 0.5)]
+# (kind, penalty weight, hardness strength): the hardness weighting finds each query's own negatives in the
+# gathered candidates, where process 1's block starts after process 0's
+SETTINGS = [
+    ("plain", 0.0, 0.0),
+    ("plain", 0.5, 0.0),
+    ("cached", 0.0, 0.0),
+    ("cached", 0.5, 0.0),
+    ("plain", 0.5, 5.0),
+    ("cached", 0.5, 5.0),
+]
 
 
 def half(rank: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -55,15 +64,17 @@ class Identity(torch.nn.Module):
         return {"sentence_embedding": features["x"] * 1.0}
 
 
-def loss_and_input_grads(kind: str, penalty_weight: float, columns, own_queries, labels):
+def loss_and_input_grads(kind: str, penalty_weight: float, hardness: float, columns, own_queries, labels):
     """(loss, penalty, gradient of every input column and of the own queries) for one process's inputs."""
     leaves = [c.clone().requires_grad_(True) for c in columns]
     own = own_queries.clone().requires_grad_(True)
     if kind == "plain":
-        loss_fn = CLPLoss(model=None, penalty_weight=penalty_weight, temperature=0.05)
+        loss_fn = CLPLoss(model=None, penalty_weight=penalty_weight, temperature=0.05, hardness_strength=hardness)
         loss = loss_fn.compute_loss_from_embeddings(leaves, own, labels)
     else:
-        loss_fn = CachedCLPLoss(Identity(), penalty_weight=penalty_weight, temperature=0.05, mini_batch_size=2)
+        loss_fn = CachedCLPLoss(
+            Identity(), penalty_weight=penalty_weight, temperature=0.05, mini_batch_size=2, hardness_strength=hardness
+        )
         loss = loss_fn([{"x": leaf} for leaf in leaves] + [{"x": own}], labels)
     loss.backward()
     grads = [leaf.grad for leaf in leaves] + [own.grad if penalty_weight > 0 else torch.zeros_like(own)]
@@ -75,9 +86,9 @@ def _worker(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         results = {}
-        for kind, weight in SETTINGS:
-            loss, penalty, grads = loss_and_input_grads(kind, weight, *half(rank))
-            results[f"{kind}:{weight}"] = {"loss": loss, "penalty": penalty, "grads": grads}
+        for kind, weight, hardness in SETTINGS:
+            loss, penalty, grads = loss_and_input_grads(kind, weight, hardness, *half(rank))
+            results[f"{kind}:{weight}:{hardness}"] = {"loss": loss, "penalty": penalty, "grads": grads}
         torch.save(results, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -99,10 +110,10 @@ def two_processes(tmp_path_factory):
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 
-@pytest.mark.parametrize("kind,penalty_weight", SETTINGS)
-def test_two_processes_give_the_single_process_loss_and_every_gradient(two_processes, kind, penalty_weight):
-    key = f"{kind}:{penalty_weight}"
-    single_loss, single_penalty, single_grads = loss_and_input_grads("plain", penalty_weight, *whole())
+@pytest.mark.parametrize("kind,penalty_weight,hardness", SETTINGS)
+def test_two_processes_give_the_single_process_loss_and_every_gradient(two_processes, kind, penalty_weight, hardness):
+    key = f"{kind}:{penalty_weight}:{hardness}"
+    single_loss, single_penalty, single_grads = loss_and_input_grads("plain", penalty_weight, hardness, *whole())
 
     distributed = (two_processes[0][key]["loss"] + two_processes[1][key]["loss"]) / 2  # what DDP optimises
     assert torch.allclose(distributed, single_loss, atol=1e-6), (distributed, single_loss)

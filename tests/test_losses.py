@@ -85,6 +85,39 @@ def test_lambda_zero_equals_infonce_exactly():
     assert torch.equal(infonce, ce)
 
 
+def reference_hardness_infonce(embeddings, tau, alpha):
+    """Loop over queries: the logit of each of the query's own negatives gets alpha * its cosine, detached."""
+    queries, candidates = embeddings[0], torch.cat(embeddings[1:])
+    batch = len(queries)
+    losses = []
+    for i in range(batch):
+        scores = []
+        for index, candidate in enumerate(candidates):
+            cosine = F.cosine_similarity(queries[i], candidate, dim=0)
+            own_negative = index >= batch and index % batch == i
+            scores.append(cosine / tau + (alpha * cosine.detach() if own_negative else 0.0))
+        scores = torch.stack(scores)
+        losses.append(-(scores[i] - torch.logsumexp(scores, 0)))
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("batch,negatives", [(1, 1), (3, 2), (4, 4)])
+def test_hardness_weighting_matches_a_slow_reference_in_value_and_gradient(batch, negatives):
+    embeddings, _, _ = random_batch(batch, negatives, seed=7 + batch)
+    loss_fn = InfoNCELoss(NoModel(), temperature=0.05, hardness_strength=5.0)
+    got = loss_fn.compute_loss_from_embeddings(embeddings, None, None)
+    got_grads = torch.autograd.grad(got, embeddings)
+    want = reference_hardness_infonce(embeddings, 0.05, 5.0)
+    want_grads = torch.autograd.grad(want, embeddings)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+    plain = InfoNCELoss(NoModel(), temperature=0.05).compute_loss_from_embeddings(embeddings, None, None)
+    assert not torch.allclose(got, plain)  # the weighting changed what the own negatives weigh
+    with pytest.raises(ValueError, match="hardness_strength"):
+        CLPLoss(NoModel(), hardness_strength=-1.0)
+
+
 def test_unknown_queries_are_masked():
     embeddings, own_queries, labels = random_batch(2, 2, seed=2, known=1.0)
     loss_fn = CLPLoss(NoModel())
@@ -123,8 +156,8 @@ def test_invalid_hyperparameters():
         CLPLoss(NoModel(), temperature=0)
 
 
-@pytest.mark.parametrize("penalty_weight", [0.1, 0.0])
-def test_cached_clp_gradients_equal_clp(tiny_model, penalty_weight):
+@pytest.mark.parametrize("penalty_weight,hardness", [(0.1, 0.0), (0.0, 0.0), (0.1, 5.0)])
+def test_cached_clp_gradients_equal_clp(tiny_model, penalty_weight, hardness):
     from clpft.losses import CachedCLPLoss
     from clpft.training.collator import CLPDataCollator
 
@@ -160,7 +193,10 @@ def test_cached_clp_gradients_equal_clp(tiny_model, penalty_weight):
     tiny_model.train()
     grads = []
     values = []
-    for loss_fn in (CLPLoss(tiny_model, penalty_weight), CachedCLPLoss(tiny_model, penalty_weight, mini_batch_size=2)):
+    for loss_fn in (
+        CLPLoss(tiny_model, penalty_weight, hardness_strength=hardness),
+        CachedCLPLoss(tiny_model, penalty_weight, mini_batch_size=2, hardness_strength=hardness),
+    ):
         tiny_model.zero_grad()
         loss = loss_fn(*features())
         loss.backward()

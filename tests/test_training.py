@@ -134,6 +134,22 @@ def test_the_default_preset_trains_with_gradcache_and_the_paper_preset_without(t
     assert type(make_loss(tiny_model, TrainConfig(loss="mnrl"))).__name__ == "MultipleNegativesRankingLoss"
 
 
+def test_hardness_strength_reaches_every_loss_it_applies_to(tiny_model):
+    """--hardness-strength (off by default) is given to the CLP and InfoNCE losses, cached or not."""
+    from clpft.cli.parser import build_parser
+    from clpft.training import make_loss
+
+    assert make_loss(tiny_model, TrainConfig()).hardness_strength == 0.0
+    for config in (
+        TrainConfig(hardness_strength=5.0),
+        TrainConfig(hardness_strength=5.0, gradcache_mini_batch=0),
+        TrainConfig(hardness_strength=5.0, loss="infonce", gradcache_mini_batch=0),
+    ):
+        assert make_loss(tiny_model, config).hardness_strength == 5.0
+    args = build_parser().parse_args(["train", "--train", "t.jsonl", "--out", "o", "--hardness-strength", "5"])
+    assert args.hardness_strength == 5.0
+
+
 def test_train_all_without_moe(tiny_model):
     before = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
     config = TrainConfig(

@@ -214,6 +214,12 @@ class TrainConfig(SharedOptions):
     temperature: float | None = option(
         None, "tau of InfoNCE and CLP, by what --train-only trains", preset=True, range=POSITIVE
     )
+    hardness_strength: float = option(
+        0.0,
+        "clp/infonce: add this times each own hard negative's cosine (gradient stopped) to its logit, "
+        "weighting the harder ones (EmbeddingGemma: 5); 0: off",
+        range=Range(0),
+    )
     warmup_ratio: float | None = option(None, "share of steps with linear warm-up", preset=True, range=SHARE)
     max_queries_per_negative: int = option(8, "own queries of one negative used by the penalty", range=COUNT)
     weight_decay: float = option(0.0, "AdamW's decoupled weight decay", range=Range(0))

@@ -31,8 +31,11 @@ class CachedCLPLoss(CachedLossMixin, CLPLoss):
         penalty_weight: float = 0.1,
         temperature: float = 0.02,
         mini_batch_size: int = 16,
+        hardness_strength: float = 0.0,
     ) -> None:
-        CLPLoss.__init__(self, model, penalty_weight=penalty_weight, temperature=temperature)
+        CLPLoss.__init__(
+            self, model, penalty_weight=penalty_weight, temperature=temperature, hardness_strength=hardness_strength
+        )
         if mini_batch_size < 1:
             raise ValueError(f"mini_batch_size must be at least 1, got {mini_batch_size}")
         self.mini_batch_size = mini_batch_size

@@ -27,7 +27,7 @@ class CLPLoss(nn.Module):
 
     Formula, for a batch of B queries q_i, each with a positive p_i and k hard negatives n_i1..n_ik::
 
-        s(q, d)  = cos(q, d) / τ
+        s(q, d)  = cos(q, d) / τ   (+ α · sg(cos(q_i, n_ij)) for q_i's own hard negatives, when α > 0)
         InfoNCE  = mean_i  -log( exp s(q_i, p_i) / Σ_{d ∈ C} exp s(q_i, d) )
                    C = every positive and every negative of the batch (under DDP: of the global batch)
         P        = 1 - mean over negatives n with a known query of  mean_{m ∈ Q(n)} cos(n, m)
@@ -39,6 +39,12 @@ class CLPLoss(nn.Module):
     is known has P = 0. Every example and every negative counts (the paper's public code reads only the
     first example of a batch), for any B and k.
 
+    Hardness weighting (α, ``hardness_strength``; 0, off, by default): each query's own hard negatives get
+    α times their (gradient-stopped) cosine added to their logit, so the harder a negative already is, the
+    more of the softmax it takes: the weighting of EmbeddingGemma (Schechter Vera et al. 2025, α 5), which
+    sentence-transformers' MultipleNegativesRankingLoss calls ``hardness_mode="hard_negatives"``. The other
+    rows' candidates (in-batch negatives) and the positives are left as they are.
+
     Reference: Jeongsu Yu, "Efficient fine-tuning methodology of text embedding models for information
     retrieval: contrastive learning penalty (CLP)", arXiv:2412.17364, 2024.
 
@@ -46,6 +52,7 @@ class CLPLoss(nn.Module):
         model: the SentenceTransformer being trained.
         penalty_weight: λ in [0, 1] (the paper: 0.1); 0 gives plain InfoNCE.
         temperature: τ > 0 (the paper: 0.02, a scale of 50).
+        hardness_strength: α >= 0 (0: off), the hardness weighting of each query's own hard negatives.
         gather_across_devices: under DDP, score against every process's candidates (see ``__init__``).
 
     Inputs (what ``clpft.training.collator.CLPDataCollator`` makes of train.jsonl rows):
@@ -82,12 +89,15 @@ class CLPLoss(nn.Module):
         penalty_weight: float = 0.1,
         temperature: float = 0.02,
         gather_across_devices: bool = True,
+        hardness_strength: float = 0.0,
     ) -> None:
         """
         Args:
             model: the SentenceTransformer being trained.
             penalty_weight: λ, the weight of the penalty (the paper: 0.1). 0 gives plain InfoNCE.
             temperature: τ, dividing cosine similarities (the paper: 0.02; scale = 1/τ = 50).
+            hardness_strength: α, added times the gradient-stopped cosine to the logit of each query's own
+                hard negatives (0: off; EmbeddingGemma used 5).
             gather_across_devices: under DDP (torchrun / accelerate launch), every process's queries are
                 scored against the positives and negatives of *all* processes (the global batch), gathered
                 *with* gradients (as sentence-transformers' MultipleNegativesRankingLoss does), and the
@@ -103,10 +113,13 @@ class CLPLoss(nn.Module):
             raise ValueError(f"penalty_weight must be in [0, 1], got {penalty_weight}")
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if hardness_strength < 0:
+            raise ValueError(f"hardness_strength must be >= 0, got {hardness_strength}")
         self.model = model
         self.penalty_weight = penalty_weight
         self.temperature = temperature
         self.gather_across_devices = gather_across_devices
+        self.hardness_strength = hardness_strength
         self.last_terms: dict[str, Tensor] = {}  # the last batch's InfoNCE and penalty, detached, for logging
 
     @property
@@ -144,9 +157,10 @@ class CLPLoss(nn.Module):
         queries = F.normalize(embeddings[0], dim=-1)
         candidates = F.normalize(torch.cat(embeddings[1:]), dim=-1)  # positives first: row i is q_i's
         target = torch.arange(len(queries), device=queries.device)
+        per_row = len(candidates) // len(queries)  # the positive and the k negatives
         rank, world = self._world()
         if world == 1:
-            return F.cross_entropy(queries @ candidates.T / self.temperature, target)
+            return F.cross_entropy(self.logits(queries, candidates, per_row, offset=0), target)
         from sentence_transformers.util.distributed import all_gather, all_gather_with_grad
 
         # Processes can hold different numbers of rows (the last step of an epoch, clpft.data.batching), so
@@ -155,15 +169,28 @@ class CLPLoss(nn.Module):
         # gradients: a candidate is scored by every process's queries, and its gradient sums all those
         # terms (the backward all-reduces them).
         rows = all_gather(torch.tensor([len(queries)], device=queries.device)).tolist()
-        per_row = len(candidates) // len(queries)  # the positive and the k negatives
         padded = F.pad(candidates, (0, 0, 0, per_row * (max(rows) - len(queries))))
         blocks = all_gather_with_grad(padded).split(per_row * max(rows))
         candidates = torch.cat([block[: per_row * n] for block, n in zip(blocks, rows)])
         target = target + per_row * sum(rows[:rank])
-        scores = queries @ candidates.T / self.temperature
+        scores = self.logits(queries, candidates, per_row, offset=per_row * sum(rows[:rank]))
         # The sum over this process's queries, scaled so that the mean over processes (what DDP's gradient
         # averaging takes) is the mean over the global batch's queries, whatever each process holds.
         return F.cross_entropy(scores, target, reduction="sum") * world / sum(rows)
+
+    def logits(self, queries: Tensor, candidates: Tensor, per_row: int, offset: int) -> Tensor:
+        """cos / τ of every query against every candidate, plus the hardness weighting of each query's own hard
+        negatives. This process's B queries' candidates start at ``offset``, in ``per_row`` blocks of B: their
+        positives, their first negatives, their second, ...; so query i's own negatives are at offset + j·B + i
+        for j = 1 .. per_row - 1."""
+        cosines = queries @ candidates.T
+        scores = cosines / self.temperature
+        if self.hardness_strength == 0:
+            return scores
+        rows = torch.arange(len(queries), device=scores.device)
+        own_negatives = offset + torch.arange(1, per_row, device=scores.device)[None, :] * len(queries) + rows[:, None]
+        own = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, own_negatives, True)
+        return scores + self.hardness_strength * cosines.detach() * own
 
     def penalty(self, negatives: list[Tensor], own_query_embeddings: Tensor | None, labels: Tensor | None) -> Tensor:
         """1 - mean cosine between each negative and its own queries (averaged per negative first)."""
@@ -197,7 +224,8 @@ class CLPLoss(nn.Module):
         return (1.0 - global_sum / global_count) - local_share
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"penalty_weight": self.penalty_weight, "temperature": self.temperature}
+        config = {"penalty_weight": self.penalty_weight, "temperature": self.temperature}
+        return config | ({"hardness_strength": self.hardness_strength} if self.hardness_strength else {})
 
     @property
     def citation(self) -> str:
@@ -220,5 +248,5 @@ class InfoNCELoss(CLPLoss):
 
     Same candidates and temperature as CLPLoss, so the two differ only by the penalty."""
 
-    def __init__(self, model: SentenceTransformer, temperature: float = 0.02) -> None:
-        super().__init__(model, penalty_weight=0.0, temperature=temperature)
+    def __init__(self, model: SentenceTransformer, temperature: float = 0.02, hardness_strength: float = 0.0) -> None:
+        super().__init__(model, penalty_weight=0.0, temperature=temperature, hardness_strength=hardness_strength)

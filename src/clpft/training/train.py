@@ -67,13 +67,18 @@ class TrainResult:
 
 
 def make_loss(model: SentenceTransformer, config: TrainConfig) -> torch.nn.Module:
+    hardness = config.hardness_strength
     if config.gradcache_mini_batch > 0 and config.loss in ("clp", "infonce"):
         weight = config.penalty_weight if config.loss == "clp" else 0.0
-        return CachedCLPLoss(model, weight, config.temperature, mini_batch_size=config.gradcache_mini_batch)
+        return CachedCLPLoss(
+            model, weight, config.temperature, mini_batch_size=config.gradcache_mini_batch, hardness_strength=hardness
+        )
     if config.loss == "clp":
-        return CLPLoss(model, penalty_weight=config.penalty_weight, temperature=config.temperature)
+        return CLPLoss(
+            model, penalty_weight=config.penalty_weight, temperature=config.temperature, hardness_strength=hardness
+        )
     if config.loss == "infonce":
-        return InfoNCELoss(model, temperature=config.temperature)
+        return InfoNCELoss(model, temperature=config.temperature, hardness_strength=hardness)
     if config.loss == "mnrl":
         # sentence-transformers' own loss with its own defaults (scale 20): what users run otherwise.
         from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
