@@ -118,12 +118,14 @@ def main() -> None:
         )
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(report, indent=2) + "\n")
+    held_out = len(base["per_query"]) if base else "the"
     lines = [
         "# Issue 31's levers on SciFact's validation split (the test split is not read)",
         "",
         "`python benchmarks/studies/levers.py --out benchmarks/results/levers`; every row is the default preset "
-        "with `--val-fraction 0.2 --val-corpus DATA` plus its flags; scores are validation nDCG@10 of 162 held-out "
-        "training queries ranking the whole training corpus; p: paired randomisation test against the default row.",
+        "with `--val-fraction 0.2 --val-corpus DATA` plus its flags; scores are validation nDCG@10 of "
+        f"{held_out} held-out training queries ranking the whole training corpus; p: paired randomisation test "
+        "against the default row.",
         "",
         "| row | what it tries | start | chosen | chosen score | p vs default | steps | training s | load at end |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -133,7 +135,7 @@ def main() -> None:
             f"| {name} | {row['description']} | {row['start_score']:.4f} | {row['chosen']} | "
             f"{row['chosen_score']:.4f} | "
             f"{row['p_vs_default'] if row['p_vs_default'] is not None else '-'} | {row['optimizer_steps']} | "
-            f"{row['training_s']:.0f} | {row.get('load_1min_end', '-')} |"
+            f"{row['training_s']:.0f} | {round(row['load_1min_end'], 2) if 'load_1min_end' in row else '-'} |"
         )
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
