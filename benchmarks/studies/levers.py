@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
+from clpft.files import write_json, write_text  # noqa: E402
 
 COMMON = ["--val-fraction", "0.2"]
 ROWS = {  # name: (what it tries, mining flags, training flags)
@@ -91,8 +92,9 @@ def main() -> None:
             command = clpft("train", "--train", str(train_file), "--out", str(model), "--overwrite", "--quiet")
             started = time.perf_counter()
             subprocess.run([*command, "--val-corpus", str(data), *COMMON, *training], check=True)
-            (work / name / "wall.json").write_text(
-                json.dumps({"wall_s": round(time.perf_counter() - started, 1), "load_1min_end": os.getloadavg()[0]})
+            write_json(
+                work / name / "wall.json",
+                {"wall_s": round(time.perf_counter() - started, 1), "load_1min_end": os.getloadavg()[0]},
             )
         record = json.loads((model / "training.json").read_text())
         guard = record["guard"]
@@ -116,8 +118,7 @@ def main() -> None:
         row["p_vs_default"] = (
             round(paired_p(row["per_query"], base["per_query"]), 4) if base and row is not base else None
         )
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(json_path, report)
     held_out = len(base["per_query"]) if base else "the"
     lines = [
         "# Issue 31's levers on SciFact's validation split (the test split is not read)",
@@ -137,7 +138,7 @@ def main() -> None:
             f"{row['p_vs_default'] if row['p_vs_default'] is not None else '-'} | {row['optimizer_steps']} | "
             f"{row['training_s']:.0f} | {round(row['load_1min_end'], 2) if 'load_1min_end' in row else '-'} |"
         )
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_text(args.out.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

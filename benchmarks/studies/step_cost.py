@@ -30,6 +30,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src"))
+from clpft.files import write_json, write_text  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data"
 
 
@@ -142,14 +145,8 @@ def main() -> None:
             "seconds_per_step": round(per_step, 3),
         }
         print(f"{label}: {per_step:.2f} s/step", flush=True)
-        for path, text in (
-            (json_path, json.dumps(report, indent=2) + "\n"),
-            (args.out.with_suffix(".md"), markdown(report)),
-        ):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(path.suffix + ".tmp")
-            partial.write_text(text)
-            partial.replace(path)
+        write_json(json_path, report)
+        write_text(args.out.with_suffix(".md"), markdown(report))
 
 
 if __name__ == "__main__":
