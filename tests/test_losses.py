@@ -202,7 +202,8 @@ def test_cached_clp_gradients_equal_clp(tiny_model, penalty_weight, hardness):
         loss.backward()
         values.append(loss.item())
         grads.append({n: p.grad.clone() for n, p in tiny_model.named_parameters() if p.grad is not None})
-    assert values[0] == pytest.approx(values[1], abs=1e-6)
+    # Relative: the two sum the same float32 terms in a different order, and the hardness weights scale the loss.
+    assert values[0] == pytest.approx(values[1], rel=1e-5)
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-5)
