@@ -111,6 +111,9 @@ def main() -> None:
             "per_query": chosen["per_query"],
             "training_s": record["seconds"],
             "optimizer_steps": record["optimizer_steps"],
+            "training_rows": record["examples"],
+            # rows a mining left short of --num-negatives are not trained on (the margin's cost)
+            "skipped_queries": record["skipped_queries"],
             **wall,
         }
     base = report["rows"].get("default")
@@ -128,12 +131,14 @@ def main() -> None:
         f"{held_out} held-out training queries ranking the whole training corpus; p: paired randomisation test "
         "against the default row.",
         "",
-        "| row | what it tries | start | chosen | chosen score | p vs default | steps | training s | load at end |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| row | what it tries | rows trained (skipped) | start | chosen | chosen score | p vs default | steps | "
+        "training s | load at end |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in report["rows"].items():
         lines.append(
-            f"| {name} | {row['description']} | {row['start_score']:.4f} | {row['chosen']} | "
+            f"| {name} | {row['description']} | {row['training_rows']} ({row['skipped_queries']}) | "
+            f"{row['start_score']:.4f} | {row['chosen']} | "
             f"{row['chosen_score']:.4f} | "
             f"{row['p_vs_default'] if row['p_vs_default'] is not None else '-'} | {row['optimizer_steps']} | "
             f"{row['training_s']:.0f} | {round(row['load_1min_end'], 2) if 'load_1min_end' in row else '-'} |"
