@@ -186,3 +186,15 @@ def test_a_rows_load_is_sampled_over_the_row_and_shown_as_such(monkeypatch):
     assert sampler.mean() == round(sum(sampler.samples) / len(sampler.samples), 2)
     assert module.load_of({"load_mean": 4.0, "load_avg_15min": 2.0}) == "4.0 (mean)"
     assert module.load_of({"load_avg_15min": 2.0}) == "2.0 (end, 15 min)"
+
+
+def test_mine_and_train_seconds_count_the_refit_training():
+    """A --refit row trains twice; its mine+train seconds must hold both trainings (metrics.json's "training"
+    seconds are the guarded run's only), or a refit row would look as cheap as the default."""
+    module = quality()
+    seconds = {"corpus_encoding": 180.0, "mining": 1.5, "training": 1870.0}
+    plain = {"seconds": seconds, "training": {"guard": {"chosen": "step 273", "refit": {}}}}
+    refit = {"seconds": seconds, "training": {"guard": {"chosen": "step 273", "refit": {"seconds": 2930.0}}}}
+    unguarded = {"seconds": seconds, "training": {"guard": {}}}
+    assert module.mine_train_seconds(plain) == 2051.5 == module.mine_train_seconds(unguarded)
+    assert module.mine_train_seconds(refit) == 4981.5
