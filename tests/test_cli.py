@@ -441,3 +441,30 @@ def test_every_choice_is_checked_where_it_is_declared_for_the_python_api_too():
                 cls(**{name: "bogus"})
             checked += 1
     assert checked >= 6  # loss, moe, train_only, precision, select, strategy
+
+
+def test_run_metrics_count_the_refit_training_in_their_seconds(tiny_model_dir, tiny_beir, tmp_path):
+    """metrics.json's seconds name --refit's second training on its own ("training" is the guarded run's):
+    a reader summing them gets the whole training cost."""
+    out = tmp_path / "run"
+    argv = ["run", "--data", str(tiny_beir), "--out", str(out), "--model", str(tiny_model_dir), "--quiet"]
+    flags = [
+        "--num-negatives",
+        "2",
+        "--val-fraction",
+        "0.5",
+        "--select",
+        "best",
+        "--refit",
+        "--lr",
+        "1e-3",
+        "--epochs",
+        "2",
+    ]
+    assert main([*argv, *flags, "--batch-size", "4", "--precision", "fp32"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    refit = metrics["training"]["guard"].get("refit") or {}
+    assert metrics["seconds"]["refit"] == refit.get("seconds", 0.0)
+    # lr 1e-3 moves the tiny model enough that the guard saves a trained step, so the refit runs
+    assert metrics["training"]["guard"]["chosen"] != "start"
+    assert refit["steps"] > 0 and metrics["seconds"]["refit"] > 0
