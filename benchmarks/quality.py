@@ -270,8 +270,8 @@ def mine_train_seconds(report: dict) -> float:
     guarded training and, with --refit, the second training on every query (its own entry in the guard's record:
     metrics.json's "training" seconds are the first training's only)."""
     seconds = report["seconds"]
-    refit = (report["training"].get("guard") or {}).get("refit") or {}
-    return round(seconds["corpus_encoding"] + seconds["mining"] + seconds["training"] + refit.get("seconds", 0.0), 1)
+    refit_seconds = report["training"].get("guard", {}).get("refit", {}).get("seconds", 0.0)
+    return round(seconds["corpus_encoding"] + seconds["mining"] + seconds["training"] + refit_seconds, 1)
 
 
 def run_row(

@@ -294,7 +294,7 @@ def _report(
             "mining": stats.seconds,
             "training": result.seconds,
             # --refit's second training, on every query: not in "training" (the guarded run's own seconds)
-            "refit": ((result.guard or {}).get("refit") or {}).get("seconds", 0.0),
+            "refit": result.guard.get("refit", {}).get("seconds", 0.0),
             "evaluation_finetuned": tuned["seconds"],
         },
         "peak_rss_mb": peak_rss_mb(),
